@@ -1,0 +1,26 @@
+# `make train` and `make test` install what they need first (into the active Python environment).
+PYTHON ?= python3
+# A CPU build of torch is enough for everything here; a bare `torch` requirement would pull a
+# multi-GB CUDA build on Linux. Skip this step by installing the torch you want beforehand.
+TORCH ?= torch==2.13.0
+
+.PHONY: install train test generate tensorboard clean
+
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH)"
+	$(PYTHON) -m pip install -q -e ".[dev]"
+
+train: install
+	$(PYTHON) train.py $(ARGS)
+
+test: install
+	$(PYTHON) -m pytest
+
+generate:
+	$(PYTHON) generate.py $(ARGS)
+
+tensorboard:
+	$(PYTHON) -m tensorboard.main --logdir outputs
+
+clean:
+	rm -rf outputs/*/ outputs/.data_cache

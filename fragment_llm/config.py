@@ -1,0 +1,241 @@
+"""Structured configs: the schema behind every Hydra config group.
+
+Registered with Hydra's ConfigStore as `train_schema` and `generate_schema`; the YAML
+files in `conf/` list the schema first in their defaults, so a misspelt key
+(`model.n_layr=4`) or a wrong type (`model.n_layer=abc`) fails at compose time.
+`validate_train_config` then runs the cross-field checks before any data work.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from fragment_llm.errors import ConfigError
+
+# `${python_stdlib:}` resolves to this interpreter's standard library: the embedded default corpus.
+if not OmegaConf.has_resolver("python_stdlib"):
+    OmegaConf.register_new_resolver("python_stdlib", lambda: sysconfig.get_paths()["stdlib"])
+
+
+@dataclass
+class DataConfig:
+    path: Any = MISSING  # a file, a directory, or a list of them
+    extensions: list[str] = field(default_factory=lambda: [".txt"])
+    exclude_dirs: list[str] = field(default_factory=list)  # directory names skipped while walking
+    batch_size: int = 32
+    num_workers: int = 0
+    val_fraction: float = 0.1
+    cache_dir: str = "${paths.cache_dir}"
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "bpe"  # bpe | char
+    vocab_size: int = 2048  # bpe only; a char vocabulary is the corpus's own character set
+    min_frequency: int = 2  # bpe: merges seen fewer times are not learned
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 128
+    dropout: float = 0.0
+    bias: bool = False
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 100
+    decay_steps: int | None = None  # cosine decay length; None means trainer.max_steps
+
+
+@dataclass
+class TrainerConfig:
+    """The lightning.pytorch.Trainer arguments this project supports, typed."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    max_steps: int = 1000
+    max_epochs: int = -1
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = 1.0
+    val_check_interval: Any = 100  # int: every N training batches (counted across epochs)
+    check_val_every_n_epoch: int | None = None
+    limit_val_batches: Any = None  # None: all; int: that many batches; float: that fraction
+    limit_train_batches: Any = None
+    num_sanity_val_steps: int = 0
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    deterministic: Any = False
+    fast_dev_run: Any = False
+    overfit_batches: Any = 0.0
+    profiler: str | None = None
+    detect_anomaly: bool = False
+    benchmark: bool | None = None
+    default_root_dir: str | None = "${paths.output_dir}"
+
+
+@dataclass
+class ModelCheckpointConfig:
+    _target_: str = "lightning.pytorch.callbacks.ModelCheckpoint"
+    dirpath: str = "${paths.output_dir}/checkpoints"
+    filename: str = "best-step{step:06d}"
+    monitor: str | None = "val/loss"
+    mode: str = "min"
+    save_last: bool = True
+    save_top_k: int = 1
+    auto_insert_metric_name: bool = False
+    every_n_train_steps: int | None = None
+
+
+@dataclass
+class LearningRateMonitorConfig:
+    _target_: str = "lightning.pytorch.callbacks.LearningRateMonitor"
+    logging_interval: str = "step"
+
+
+@dataclass
+class ProgressBarConfig:
+    _target_: str = "fragment_llm.training.progress.StepProgressBar"
+    refresh_rate: int = 1
+
+
+@dataclass
+class CallbacksConfig:
+    model_checkpoint: ModelCheckpointConfig | None = field(default_factory=ModelCheckpointConfig)
+    lr_monitor: LearningRateMonitorConfig | None = field(default_factory=LearningRateMonitorConfig)
+    progress_bar: ProgressBarConfig | None = field(default_factory=ProgressBarConfig)
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    _target_: str = "lightning.pytorch.loggers.TensorBoardLogger"
+    save_dir: str = "${paths.output_dir}"
+    name: str = "tensorboard"
+    version: str = ""
+    default_hp_metric: bool = False
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    log_dir: str = "${paths.root_dir}/outputs"
+    cache_dir: str = "${paths.log_dir}/.data_cache"
+    output_dir: str = "${hydra:runtime.output_dir}"
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    logger: TensorBoardLoggerConfig | None = field(default_factory=TensorBoardLoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    task_name: str = "train"
+    seed: int = 1337
+    ckpt_path: str | None = None  # Lightning's: resume from this checkpoint
+
+
+@dataclass
+class GenerateConfig:
+    ckpt: str | None = None  # a .ckpt file or a run directory; None: the newest run's last.ckpt
+    prompt: str | None = None  # None: unconditional generation from <|endoftext|>
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int | None = 200
+    seed: int = 1337
+    num_samples: int = 1
+    runs_dir: str = "outputs"  # searched for the newest last.ckpt
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="generate_schema", node=GenerateConfig)
+
+
+register_configs()
+
+
+def _fail(key: str, value: Any, why: str, fix: str) -> None:
+    raise ConfigError(f"{key}={value!r}: {why}. {fix}")
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Cross-field checks that a schema cannot express; raises ConfigError naming the key."""
+    m, d, t, o, tr = cfg.model, cfg.data, cfg.tokenizer, cfg.optimizer, cfg.trainer
+    for key in ("n_layer", "n_head", "n_embd", "block_size"):
+        if m[key] <= 0:
+            _fail(f"model.{key}", m[key], "must be positive", f"Set model.{key} to a value >= 1")
+    if m.n_embd % m.n_head != 0:
+        _fail(
+            "model.n_embd",
+            m.n_embd,
+            f"is not divisible by model.n_head={m.n_head}",
+            "Choose n_embd as a multiple of n_head (e.g. 64 per head)",
+        )
+    if not 0.0 <= m.dropout < 1.0:
+        _fail("model.dropout", m.dropout, "must be in [0, 1)", "Use e.g. model.dropout=0.1")
+    if t.kind not in ("bpe", "char"):
+        _fail("tokenizer.kind", t.kind, "is not a known tokenizer", "Use tokenizer=bpe or tokenizer=char")
+    if t.kind == "bpe" and not 257 <= t.vocab_size <= 2**32 - 1:
+        _fail(
+            "tokenizer.vocab_size",
+            t.vocab_size,
+            "must cover the 256 byte symbols plus <|endoftext|>",
+            "Use a value between 257 and 4294967295 (e.g. 2048, 8192, 50257)",
+        )
+    if d.batch_size <= 0:
+        _fail("data.batch_size", d.batch_size, "must be positive", "Set data.batch_size to 1 or more")
+    if d.num_workers < 0:
+        _fail("data.num_workers", d.num_workers, "must be >= 0", "Use 0 to load batches in the main process")
+    if not 0.0 < d.val_fraction < 1.0:
+        _fail("data.val_fraction", d.val_fraction, "must be strictly between 0 and 1", "Use e.g. 0.1")
+    if not d.extensions:
+        _fail("data.extensions", list(d.extensions), "is empty", "List the file endings to read, e.g. ['.txt']")
+    if tr.accumulate_grad_batches <= 0:
+        _fail(
+            "trainer.accumulate_grad_batches",
+            tr.accumulate_grad_batches,
+            "must be positive",
+            "Use 1 for no accumulation",
+        )
+    if tr.max_steps <= 0 and not tr.fast_dev_run:
+        _fail(
+            "trainer.max_steps",
+            tr.max_steps,
+            "must be positive (the LR schedule is defined over steps)",
+            "Set e.g. trainer.max_steps=1000",
+        )
+    if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
+        _fail(
+            "optimizer.min_lr",
+            o.min_lr,
+            f"must satisfy 0 <= min_lr <= lr (lr={o.lr}, which must be > 0)",
+            "Lower optimizer.min_lr or raise optimizer.lr",
+        )
+    if o.warmup_steps < 0:
+        _fail("optimizer.warmup_steps", o.warmup_steps, "must be >= 0", "Use 0 for no warmup")
+    if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
+        _fail("optimizer.betas", list(o.betas), "must be two numbers in [0, 1)", "Use e.g. [0.9, 0.95]")
+    if o.weight_decay < 0:
+        _fail("optimizer.weight_decay", o.weight_decay, "must be >= 0", "Use 0 to disable weight decay")

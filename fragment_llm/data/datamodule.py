@@ -1,0 +1,83 @@
+"""LightningDataModule: preprocessing, tokenization and batching for training."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, RandomSampler
+
+from fragment_llm.data.dataset import TokenCache, TokenWindows, prepare_token_cache
+from fragment_llm.data.tokenizer import Tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class TextDataModule(pl.LightningDataModule):
+    """Turns raw text files into batches of (input, target) token windows.
+
+    `prepare_data` builds (or finds) the token cache; `setup` opens it. Training draws
+    random windows with replacement, one "epoch" being about one pass over the train
+    tokens; validation uses a fixed, non-overlapping tiling of the val split.
+    """
+
+    def __init__(self, data: dict[str, Any], tokenizer: dict[str, Any], block_size: int) -> None:
+        super().__init__()
+        self.data_cfg = dict(data)
+        self.tokenizer_cfg = dict(tokenizer)
+        self.block_size = block_size
+        self.cache: TokenCache | None = None
+        self.tokenizer: Tokenizer | None = None
+        self.train_set: TokenWindows | None = None
+        self.val_set: TokenWindows | None = None
+
+    def _cache(self) -> TokenCache:
+        d, t = self.data_cfg, self.tokenizer_cfg
+        return prepare_token_cache(
+            paths=d["path"],
+            extensions=list(d["extensions"]),
+            exclude_dirs=list(d.get("exclude_dirs") or []),
+            val_fraction=d["val_fraction"],
+            tokenizer_kind=t["kind"],
+            vocab_size=t["vocab_size"],
+            min_frequency=t.get("min_frequency", 2),
+            cache_root=d["cache_dir"],
+        )
+
+    def prepare_data(self) -> None:
+        if self.cache is None:  # Lightning calls this again for each trainer.fit/validate
+            self.cache = self._cache()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.cache = self.cache or self._cache()  # on other ranks prepare_data ran elsewhere
+        self.tokenizer = load_tokenizer(self.cache.tokenizer_path)
+        dtype = self.cache.meta["dtype"]
+        self.train_set = TokenWindows(self.cache.directory / "train.bin", dtype, self.block_size, stride=1)
+        self.val_set = TokenWindows(self.cache.directory / "val.bin", dtype, self.block_size, stride=self.block_size)
+
+    @property
+    def tokens_per_epoch(self) -> int:
+        return self.cache.meta["tokens"]["train"] if self.cache else 0
+
+    def train_dataloader(self) -> DataLoader:
+        batch_size = self.data_cfg["batch_size"]
+        num_samples = max(batch_size, self.tokens_per_epoch // self.block_size)
+        sampler = RandomSampler(self.train_set, replacement=True, num_samples=num_samples)
+        return self._loader(self.train_set, sampler=sampler, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def _loader(self, dataset: TokenWindows, **kwargs: Any) -> DataLoader:
+        workers = self.data_cfg["num_workers"]
+        return DataLoader(
+            dataset,
+            batch_size=self.data_cfg["batch_size"],
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=False,
+            **kwargs,
+        )

@@ -1,0 +1,28 @@
+"""User-facing errors: each message names the file or config key at fault and what to do.
+
+Entry points catch `FragmentLLMError` and print its message instead of a traceback.
+"""
+
+
+class FragmentLLMError(ValueError):
+    """Base class of every error caused by user input (config, data, checkpoint, prompt)."""
+
+
+class ConfigError(FragmentLLMError):
+    """A config value is invalid."""
+
+
+class DataError(FragmentLLMError):
+    """Input data cannot be used."""
+
+
+class TokenizerError(FragmentLLMError):
+    """A tokenizer cannot be built or loaded, or cannot encode the given text."""
+
+
+class CheckpointError(FragmentLLMError):
+    """A checkpoint cannot be found, trusted or loaded."""
+
+
+class PromptError(FragmentLLMError):
+    """A prompt or sampling setting is unusable."""

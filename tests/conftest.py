@@ -1,0 +1,67 @@
+"""Shared fixtures: real configs composed with Hydra's compose API, and small corpora."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import fragment_llm.config  # noqa: F401  (registers the structured config schemas)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+SHAKESPEARE = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def compose_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+def compose_train(tmp_path: Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The real training config, with every path inside `tmp_path` (nothing outside is touched)."""
+    return compose_config("train", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run", *overrides])
+
+
+def synthetic_text(n_chars: int, seed: int = 0) -> str:
+    """Deterministic English-like prose with learnable structure, for machines without the shared corpus."""
+    rng = random.Random(seed)
+    subjects = ["the king", "a fool", "my lord", "the queen", "this night", "our love", "the crown", "thy heart"]
+    verbs = ["speaks of", "longs for", "remembers", "betrays", "defends", "forgets", "awaits", "commands"]
+    objects = [
+        "the sea.",
+        "his honour.",
+        "a quiet grave.",
+        "the morning.",
+        "her brother.",
+        "old Rome.",
+        "the weary world.",
+        "sweet mercy.",
+    ]
+    lines = []
+    while sum(map(len, lines)) < n_chars:
+        speaker = rng.choice(["KING", "QUEEN", "FOOL", "DUKE"])
+        body = " ".join(
+            f"{rng.choice(subjects).capitalize()} {rng.choice(verbs)} {rng.choice(objects)}"
+            for _ in range(rng.randint(1, 3))
+        )
+        lines.append(f"{speaker}:\n{body}\n\n")
+    return "".join(lines)[:n_chars]
+
+
+def corpus_text(n_chars: int) -> str:
+    """The start of tiny-shakespeare where the shared copy exists, else synthetic text."""
+    if SHAKESPEARE.is_file():
+        return SHAKESPEARE.read_text(encoding="utf-8")[:n_chars]
+    return synthetic_text(n_chars)
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus" / "input.txt"
+    path.parent.mkdir()
+    path.write_text(corpus_text(200_000), encoding="utf-8")
+    return path

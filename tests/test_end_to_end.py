@@ -1,0 +1,113 @@
+"""The whole pipeline, as a user runs it: compose the real config, train, sample."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fragment_llm.inference import load_model
+from fragment_llm.training.run import train
+from tests.conftest import REPO_ROOT, compose_train
+
+TINY = [
+    "data=text",
+    "model=tiny",
+    "tokenizer.vocab_size=512",
+    "data.batch_size=16",
+    "optimizer.lr=3e-3",
+    "optimizer.warmup_steps=10",
+    "trainer.max_steps=80",
+    "trainer.val_check_interval=40",
+    "trainer.limit_val_batches=8",
+    "trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from tests.conftest import corpus_text
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    corpus = tmp / "corpus" / "input.txt"
+    corpus.parent.mkdir()
+    corpus.write_text(corpus_text(200_000), encoding="utf-8")
+    cfg = compose_train(tmp, [*TINY, f"data.path={corpus}"])
+    return train(cfg), tmp
+
+
+def test_training_lowers_val_loss_and_writes_the_run(trained_run):
+    result, _ = trained_run
+    run = Path(result["run_dir"])
+    assert result["global_step"] == 80
+    assert result["val_loss"] < result["initial_val_loss"] - 0.5, result
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert Path(result["best_ckpt"]).is_file()
+    assert (run / "tokenizer.json").is_file() and (run / "config.yaml").is_file()
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    tags = set()
+    for event_file in events:
+        acc = EventAccumulator(str(event_file))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"train/loss", "val/loss"} <= tags and any(t.startswith("lr-") for t in tags)
+
+
+def test_checkpoint_is_self_describing_and_safe_to_load(trained_run):
+    result, _ = trained_run
+    ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["model"]["vocab_size"] == 512
+    assert isinstance(ckpt["tokenizer"], str) and ckpt["global_step"] == 80
+
+
+def test_generation_from_the_checkpoint_returns_text(trained_run):
+    result, _ = trained_run
+    loaded = load_model(Path(result["run_dir"]))  # a run directory works as well as a file
+    texts = loaded.generate("KING:", max_new_tokens=40, temperature=0.8, top_k=50, seed=3, num_samples=2)
+    assert len(texts) == 2 and all(t.startswith("KING:") and len(t) > len("KING:") for t in texts)
+    assert texts == loaded.generate("KING:", max_new_tokens=40, temperature=0.8, top_k=50, seed=3, num_samples=2)
+    assert loaded.generate(None, max_new_tokens=10, seed=0)[0]  # unconditional
+
+
+def _run(args, cwd, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_and_generate_scripts_as_a_user_runs_them(trained_run, tmp_path):
+    _, tmp = trained_run
+    corpus = tmp / "corpus" / "input.txt"
+    proc = _run(
+        [
+            str(REPO_ROOT / "train.py"),
+            *TINY,
+            "trainer.max_steps=30",
+            "trainer.val_check_interval=15",
+            f"data.path={corpus}",
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "train").iterdir())
+    assert len(runs) == 1 and (runs[0] / "checkpoints" / "last.ckpt").is_file()
+    assert f"Run directory: {runs[0]}" in proc.stdout and "python generate.py ckpt=" in proc.stdout
+
+    gen = _run([str(REPO_ROOT / "generate.py"), "prompt=KING:", "max_new_tokens=20"], cwd=tmp_path)
+    assert gen.returncode == 0, gen.stderr[-3000:]
+    assert gen.stdout.startswith("KING:") and len(gen.stdout) > 10
+    assert "newest run" in gen.stderr and str(runs[0]) in gen.stderr
+
+
+def test_user_errors_are_one_clear_line_not_a_traceback(tmp_path):
+    bad = _run([str(REPO_ROOT / "train.py"), "data=text", f"data.path={tmp_path}/missing"], cwd=tmp_path)
+    assert bad.returncode == 2 and "data.path" in bad.stderr and "Traceback" not in bad.stderr
+    bad = _run([str(REPO_ROOT / "train.py"), "model.n_embd=100", "model.n_head=3"], cwd=tmp_path)
+    assert bad.returncode == 2 and "model.n_embd=100" in bad.stderr and "Traceback" not in bad.stderr
+    typo = _run([str(REPO_ROOT / "train.py"), "model.n_layr=4"], cwd=tmp_path)
+    assert typo.returncode != 0 and "n_layr" in typo.stderr and "Traceback" not in typo.stderr
+    gen = _run([str(REPO_ROOT / "generate.py")], cwd=tmp_path)
+    assert gen.returncode == 2 and "no trained run found" in gen.stderr
