@@ -9,6 +9,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fragment_llm.data.tokenizer import tokenizer_from_json
 from fragment_llm.inference import load_model
 from fragment_llm.training.run import train
 from tests.conftest import REPO_ROOT, compose_train
@@ -60,8 +61,9 @@ def test_training_lowers_val_loss_and_writes_the_run(trained_run):
 def test_checkpoint_is_self_describing_and_safe_to_load(trained_run):
     result, _ = trained_run
     ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
-    assert ckpt["hyper_parameters"]["model"]["vocab_size"] == 512
-    assert isinstance(ckpt["tokenizer"], str) and ckpt["global_step"] == 80
+    tokenizer = tokenizer_from_json(ckpt["tokenizer"])
+    assert ckpt["hyper_parameters"]["model"]["vocab_size"] == tokenizer.vocab_size <= 512
+    assert ckpt["hyper_parameters"]["model"]["n_layer"] == 2 and ckpt["global_step"] == 80
 
 
 def test_generation_from_the_checkpoint_returns_text(trained_run):

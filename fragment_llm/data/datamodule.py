@@ -63,10 +63,12 @@ class TextDataModule(pl.LightningDataModule):
         return self.cache.meta["tokens"]["train"] if self.cache else 0
 
     def train_dataloader(self) -> DataLoader:
-        batch_size = self.data_cfg["batch_size"]
-        num_samples = max(batch_size, self.tokens_per_epoch // self.block_size)
-        sampler = RandomSampler(self.train_set, replacement=True, num_samples=num_samples)
-        return self._loader(self.train_set, sampler=sampler, drop_last=True)
+        return self._loader(self.train_set, sampler=self._train_sampler(), drop_last=True)
+
+    def _train_sampler(self) -> RandomSampler:
+        """Random window offsets, drawn with replacement; an epoch is about one pass over the train tokens."""
+        num_samples = max(self.data_cfg["batch_size"], self.tokens_per_epoch // self.block_size)
+        return RandomSampler(self.train_set, replacement=True, num_samples=num_samples)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
