@@ -23,13 +23,31 @@ if not OmegaConf.has_resolver("python_stdlib"):
 
 
 @dataclass
+class CleaningConfig:
+    """Deterministic text cleaning, applied to every document before tokenization."""
+
+    nfc: bool = True  # Unicode NFC normalization (composed accents: "e\u0301" -> "\u00e9")
+    normalize_newlines: bool = True  # \r\n and lone \r -> \n
+    remove_control_chars: bool = True  # C0/C1 control characters other than \n and \t
+    collapse_whitespace: bool = False  # runs of spaces/tabs -> one space, no trailing spaces, <= 2 newlines
+    min_doc_chars: int = 1  # documents shorter than this (ignoring leading/trailing whitespace) are dropped
+    dedup: bool = True  # drop exact duplicate documents (by a hash of their cleaned text)
+
+
+@dataclass
 class DataConfig:
-    path: Any = MISSING  # a file, a directory, or a list of them
-    extensions: list[str] = field(default_factory=lambda: [".txt"])
+    path: Any = MISSING  # a file, a directory or a glob, or a list of them
+    extensions: list[str] = field(default_factory=lambda: [".txt"])  # also matched with .gz appended
     exclude_dirs: list[str] = field(default_factory=list)  # directory names skipped while walking
+    text_field: str = "text"  # the text field of .jsonl records and the text column of .parquet files
+    max_file_mb: float = 4096.0  # larger files are skipped; .gz inputs stop at this many MB decompressed
+    strict: bool = False  # malformed records or a missing column: an error (true) or counted and skipped
+    cleaning: CleaningConfig = field(default_factory=CleaningConfig)
+    val_fraction: float = 0.1
+    shard_tokens: int = 100_000_000  # tokens per shard file in the token cache
+    prepare_workers: int | None = None  # processes that clean and encode; None: one per CPU; 1: in-process
     batch_size: int = 32
     num_workers: int = 0
-    val_fraction: float = 0.1
     cache_dir: str = "${paths.cache_dir}"
 
 
@@ -38,6 +56,9 @@ class TokenizerConfig:
     kind: str = "bpe"  # bpe | char
     vocab_size: int = 2048  # bpe only; a char vocabulary is the corpus's own character set
     min_frequency: int = 2  # bpe: merges seen fewer times are not learned
+    train_chars: int = 20_000_000  # bpe: characters sampled evenly across the corpus to learn merges from
+    special_tokens: list[str] = field(default_factory=lambda: ["<|endoftext|>"])  # bpe: ids 0, 1, ... in order
+    path: str | None = None  # use this tokenizer.json instead of training one
 
 
 @dataclass
@@ -195,23 +216,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         )
     if not 0.0 <= m.dropout < 1.0:
         _fail("model.dropout", m.dropout, "must be in [0, 1)", "Use e.g. model.dropout=0.1")
-    if t.kind not in ("bpe", "char"):
-        _fail("tokenizer.kind", t.kind, "is not a known tokenizer", "Use tokenizer=bpe or tokenizer=char")
-    if t.kind == "bpe" and not 257 <= t.vocab_size <= 2**32 - 1:
-        _fail(
-            "tokenizer.vocab_size",
-            t.vocab_size,
-            "must cover the 256 byte symbols plus <|endoftext|>",
-            "Use a value between 257 and 4294967295 (e.g. 2048, 8192, 50257)",
-        )
-    if d.batch_size <= 0:
-        _fail("data.batch_size", d.batch_size, "must be positive", "Set data.batch_size to 1 or more")
-    if d.num_workers < 0:
-        _fail("data.num_workers", d.num_workers, "must be >= 0", "Use 0 to load batches in the main process")
-    if not 0.0 < d.val_fraction < 1.0:
-        _fail("data.val_fraction", d.val_fraction, "must be strictly between 0 and 1", "Use e.g. 0.1")
-    if not d.extensions:
-        _fail("data.extensions", list(d.extensions), "is empty", "List the file endings to read, e.g. ['.txt']")
+    validate_data_config(d, t)
     if tr.accumulate_grad_batches <= 0:
         _fail(
             "trainer.accumulate_grad_batches",
@@ -239,3 +244,48 @@ def validate_train_config(cfg: DictConfig) -> None:
         _fail("optimizer.betas", list(o.betas), "must be two numbers in [0, 1)", "Use e.g. [0.9, 0.95]")
     if o.weight_decay < 0:
         _fail("optimizer.weight_decay", o.weight_decay, "must be >= 0", "Use 0 to disable weight decay")
+
+
+MAX_VOCAB_SIZE = 2**20  # far beyond any small GPT; also the limit for a tokenizer file we load
+
+
+def validate_data_config(d: DictConfig, t: DictConfig) -> None:
+    """The data and tokenizer checks, shared by training and `prepare.py`."""
+    if t.kind not in ("bpe", "char"):
+        _fail("tokenizer.kind", t.kind, "is not a known tokenizer", "Use tokenizer=bpe or tokenizer=char")
+    specials = list(t.special_tokens)
+    if t.kind == "bpe" and t.path is None:
+        if "<|endoftext|>" not in specials or len(set(specials)) != len(specials) or not all(specials):
+            _fail(
+                "tokenizer.special_tokens",
+                specials,
+                "must hold <|endoftext|> (the document separator) and no duplicates or empty strings",
+                "Use e.g. ['<|endoftext|>'] or ['<|endoftext|>', '<|pad|>']",
+            )
+        if not 256 + len(specials) <= t.vocab_size <= MAX_VOCAB_SIZE:
+            _fail(
+                "tokenizer.vocab_size",
+                t.vocab_size,
+                f"must cover the 256 byte symbols plus {len(specials)} special token(s), at most {MAX_VOCAB_SIZE}",
+                f"Use a value between {256 + len(specials)} and {MAX_VOCAB_SIZE} (e.g. 2048, 8192, 50257)",
+            )
+        if t.train_chars <= 0:
+            _fail("tokenizer.train_chars", t.train_chars, "must be positive", "Use e.g. 20000000")
+    if d.batch_size <= 0:
+        _fail("data.batch_size", d.batch_size, "must be positive", "Set data.batch_size to 1 or more")
+    if d.num_workers < 0:
+        _fail("data.num_workers", d.num_workers, "must be >= 0", "Use 0 to load batches in the main process")
+    if d.prepare_workers is not None and d.prepare_workers < 1:
+        _fail("data.prepare_workers", d.prepare_workers, "must be >= 1", "Use 1 for in-process, null for one per CPU")
+    if not 0.0 < d.val_fraction < 1.0:
+        _fail("data.val_fraction", d.val_fraction, "must be strictly between 0 and 1", "Use e.g. 0.1")
+    if not d.extensions or not all(str(e).strip(".") for e in d.extensions):
+        _fail("data.extensions", list(d.extensions), "is empty", "List the file endings to read, e.g. ['.txt']")
+    if not d.text_field:
+        _fail("data.text_field", d.text_field, "is empty", "Name the field/column holding the text, e.g. text")
+    if d.max_file_mb <= 0:
+        _fail("data.max_file_mb", d.max_file_mb, "must be positive", "Use e.g. 4096 (MB)")
+    if d.shard_tokens < 1024:
+        _fail("data.shard_tokens", d.shard_tokens, "is too small", "Use e.g. 100000000 tokens per shard")
+    if d.cleaning.min_doc_chars < 0:
+        _fail("data.cleaning.min_doc_chars", d.cleaning.min_doc_chars, "must be >= 0", "Use 1 to drop empty documents")

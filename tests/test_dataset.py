@@ -1,27 +1,42 @@
+"""The token cache: formats in, shards out, the report, reuse and invalidation, windows."""
+
+import gzip
+import hashlib
+import json
+import os
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
-import fragment_llm.data.dataset as dataset_mod
-from fragment_llm.data.dataset import TokenWindows, prepare_token_cache, token_dtype
-from fragment_llm.data.tokenizer import load_tokenizer
+from fragment_llm.data import pipeline, readers
+from fragment_llm.data.datamodule import TextDataModule
+from fragment_llm.data.dataset import TokenCache, TokenWindows, token_dtype
+from fragment_llm.data.pipeline import SeenHashes, prepare_token_cache
+from fragment_llm.data.tokenizer import EOT_TOKEN, load_tokenizer
 from fragment_llm.errors import DataError
 from tests.conftest import corpus_text
 
 
-def _prepare(corpus, cache, **overrides):
-    kwargs = dict(
-        paths=str(corpus),
-        extensions=[".txt"],
-        exclude_dirs=[],
-        val_fraction=0.1,
-        tokenizer_kind="bpe",
-        vocab_size=300,
-        min_frequency=2,
-        cache_root=cache,
-    )
-    kwargs.update(overrides)
-    return prepare_token_cache(**kwargs)
+def _prepare(path, cache, data=None, tokenizer=None, cleaning=None):
+    data = {"path": str(path), "cache_dir": str(cache), "extensions": [".txt", ".jsonl", ".parquet"], **(data or {})}
+    if cleaning:
+        data["cleaning"] = cleaning
+    return prepare_token_cache(data, {"vocab_size": 300, **(tokenizer or {})})
+
+
+def _documents(cache):
+    """The documents of both splits, decoded (each was followed by <|endoftext|>)."""
+    tok = load_tokenizer(cache.tokenizer_path)
+    text = tok.decode(np.asarray(cache.tokens("train")).tolist()) + tok.decode(np.asarray(cache.tokens("val")).tolist())
+    assert text.endswith(EOT_TOKEN)
+    return text.split(EOT_TOKEN)[:-1]
+
+
+def _report(cache):
+    return json.loads((cache.directory / "prepare_report.json").read_text())
 
 
 @pytest.fixture
@@ -36,43 +51,179 @@ def corpus(tmp_path):
 
 def test_cache_holds_every_document_followed_by_eot(corpus, tmp_path):
     cache = _prepare(corpus, tmp_path / "cache")
-    tok = load_tokenizer(cache.tokenizer_path)
     assert cache.meta["dtype"] == "uint16" and cache.meta["vocab_size"] == 300
     train, val = np.asarray(cache.tokens("train")), np.asarray(cache.tokens("val"))
     assert (train.size, val.size) == (cache.meta["tokens"]["train"], cache.meta["tokens"]["val"])
     assert 0.05 < val.size / (train.size + val.size) < 0.15
-    assert train[-1] == tok.eot_id and val[-1] == tok.eot_id
-    decoded = tok.decode(train.tolist()) + tok.decode(val.tolist())
-    assert decoded.count("<|endoftext|>") == cache.meta["documents"]["train"] + cache.meta["documents"]["val"]
-    original = "".join((corpus / f"part{i}.txt").read_text() for i in range(6))
-    assert sorted(decoded.replace("<|endoftext|>", "")) == sorted(original)
+    originals = sorted((corpus / f"part{i}.txt").read_text() for i in range(6))
+    docs = _documents(cache)
+    assert len(docs) == 7  # six files, one of them cut between train and val
+    whole = [d for d in docs if d in originals]
+    assert len(whole) == 5 and "".join(sorted(docs)) != "" and sorted("".join(docs)) == sorted("".join(originals))
+    manifest = cache.meta
+    assert [s["sha256"] for s in manifest["sources"]] == [
+        hashlib.sha256((corpus / f"part{i}.txt").read_bytes()).hexdigest() for i in range(6)
+    ]
+    assert manifest["tokenizer_sha256"] == hashlib.sha256(cache.tokenizer_path.read_bytes()).hexdigest()
+    assert manifest["config"]["cleaning"]["nfc"] is True
 
 
-def test_second_run_reuses_the_cache_without_encoding(corpus, tmp_path, monkeypatch):
+def test_jsonl_parquet_and_gz_inputs_all_arrive_deduplicated(tmp_path):
+    root = tmp_path / "mixed"
+    root.mkdir()
+    docs = [f"Document number {i}: " + corpus_text(3000)[i * 37 : i * 37 + 400] for i in range(40)]
+    (root / "a.txt").write_text(docs[0])
+    (root / "b.txt.gz").write_bytes(gzip.compress(docs[1].encode()))
+    lines = [json.dumps({"text": d, "id": i}) for i, d in enumerate(docs[2:20], start=2)]
+    (root / "c.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "d.jsonl.gz").write_bytes(gzip.compress("\n".join(json.dumps({"text": d}) for d in docs[20:30]).encode()))
+    pq.write_table(pa.table({"text": docs[30:] + [docs[5], docs[0]]}), root / "e.parquet", row_group_size=4)
+    cache = _prepare(root, tmp_path / "cache")
+    assert sorted(_documents(cache)) == sorted(docs)  # the two repeated documents were removed
+    report = _report(cache)
+    assert report["duplicates_removed"] == 2 and report["files_read"] == 5 and report["documents_read"] == 42
+
+
+def test_report_counts_every_kind_of_bad_input(tmp_path):
+    root = tmp_path / "messy"
+    root.mkdir()
+    (root / "good.txt").write_text(corpus_text(20_000))
+    (root / "short.txt").write_text("hi")
+    (root / "empty.txt").write_text(" \n\n ")
+    (root / "bin.txt").write_bytes(b"\x00\x01\x02 binary")
+    (root / "invalid.txt").write_bytes(b"caf\xe9 " + corpus_text(2000).encode())
+    (root / "records.jsonl").write_text('{"text": "fine record here"}\n{broken\n{"body": "x"}\n{"text": 5}\n\n')
+    pq.write_table(pa.table({"body": ["x"]}), root / "nocol.parquet")
+    os.symlink(tmp_path / "outside.txt", root / "escape.txt")
+    (tmp_path / "outside.txt").write_text("secret")
+    cache = _prepare(root, tmp_path / "cache", cleaning={"min_doc_chars": 5})
+    r = _report(cache)
+    assert r["files_found"] == 8 and r["files_read"] == 5 and r["files_skipped_count"] == 3
+    reasons = {os.path.basename(s["path"]): s["reason"] for s in r["files_skipped"]}
+    assert reasons["bin.txt"] == "binary (NUL bytes)"
+    assert reasons["nocol.parquet"].startswith("no column 'text'")
+    assert "outside its source root" in reasons["escape.txt"]
+    assert r["documents_too_short"] == 2  # short.txt and empty.txt
+    assert r["records_skipped"] == {"malformed JSON": 1, "no field 'text'": 1, "field 'text' is not a string": 1}
+    assert any(e.endswith("records.jsonl:2: malformed JSON (Expecting property name enclosed in double quotes)")
+               or ":2: malformed JSON" in e for e in r["record_errors"])  # fmt: skip
+    assert r["cleaning"]["invalid_bytes_replaced"] == 1
+    assert r["bytes_in"] > r["bytes_out"] > 0 and r["tokens"]["train"] > 0
+
+
+def test_strict_mode_turns_bad_records_and_columns_into_errors(tmp_path):
+    root = tmp_path / "strict"
+    root.mkdir()
+    (root / "good.txt").write_text(corpus_text(20_000))
+    (root / "records.jsonl").write_text('{"text": "ok"}\n{broken\n')
+    with pytest.raises(DataError, match=r"records.jsonl:2: malformed JSON.*data.strict=false"):
+        _prepare(root, tmp_path / "cache", data={"strict": True})
+    (root / "records.jsonl").unlink()
+    pq.write_table(pa.table({"body": ["x"]}), root / "nocol.parquet")
+    with pytest.raises(DataError, match=r"nocol.parquet: no column 'text'"):
+        _prepare(root, tmp_path / "cache", data={"strict": True})
+
+
+@pytest.mark.parametrize("content", ["", "  \n", "\x00\x00"])
+def test_an_empty_corpus_is_a_clear_error(tmp_path, content):
+    root = tmp_path / "empty"
+    root.mkdir()
+    (root / "a.txt").write_text(content)
+    with pytest.raises(DataError, match="data.path"):
+        _prepare(root, tmp_path / "cache")
+
+
+def test_unreadable_files_are_skipped_with_their_reason(corpus, tmp_path, monkeypatch):
+    real_open = readers._HashingReader.__init__
+
+    def locked(self, path):
+        if str(path).endswith("part3.txt"):
+            raise PermissionError(13, "Permission denied")
+        real_open(self, path)
+
+    monkeypatch.setattr(readers._HashingReader, "__init__", locked)
+    r = _report(_prepare(corpus, tmp_path / "cache"))
+    assert r["files_read"] == 5 and r["files_skipped"][0]["reason"] == "unreadable (Permission denied)"
+
+
+def test_raw_inputs_are_never_modified(corpus, tmp_path):
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in corpus.iterdir()}
+    for p in corpus.iterdir():
+        p.chmod(0o444)
+    _prepare(corpus, tmp_path / "cache")
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in corpus.iterdir()} == before
+
+
+def test_second_run_reuses_the_cache_without_building(corpus, tmp_path, monkeypatch):
     first = _prepare(corpus, tmp_path / "cache")
-    monkeypatch.setattr(dataset_mod, "train_tokenizer", lambda *a, **k: pytest.fail("re-trained the tokenizer"))
-    monkeypatch.setattr(dataset_mod, "_encode_to_file", lambda *a, **k: pytest.fail("re-encoded the corpus"))
+    monkeypatch.setattr(pipeline._Builder, "build", lambda *a, **k: pytest.fail("rebuilt the cache"))
     again = _prepare(corpus, tmp_path / "cache")
-    assert again.directory == first.directory
+    assert again.directory == first.directory and again.meta == first.meta
 
 
-@pytest.mark.parametrize("change", ["tokenizer", "split", "file"])
+CHANGES = {
+    "vocab_size": dict(tokenizer={"vocab_size": 320}),
+    "special_tokens": dict(tokenizer={"special_tokens": [EOT_TOKEN, "<|pad|>"]}),
+    "train_chars": dict(tokenizer={"train_chars": 1000}),
+    "char tokenizer": dict(tokenizer={"kind": "char"}),
+    "val_fraction": dict(data={"val_fraction": 0.2}),
+    "text_field": dict(data={"text_field": "body"}),
+    "shard_tokens": dict(data={"shard_tokens": 2048}),
+    "cleaning": dict(cleaning={"collapse_whitespace": True}),
+    "dedup": dict(cleaning={"dedup": False}),
+}
+
+
+@pytest.mark.parametrize("change", [*CHANGES, "file edited", "file added"])
 def test_changing_any_input_builds_a_new_cache(corpus, tmp_path, change):
     first = _prepare(corpus, tmp_path / "cache")
-    overrides = {}
-    if change == "tokenizer":
-        overrides = {"vocab_size": 320}
-    elif change == "split":
-        overrides = {"val_fraction": 0.2}
-    else:
+    if change == "file edited":
         (corpus / "part0.txt").write_text("changed text " * 100)
-    second = _prepare(corpus, tmp_path / "cache", **overrides)
-    assert second.directory != first.directory and (second.directory / "meta.json").is_file()
+    elif change == "file added":
+        (corpus / "part9.txt").write_text("new text " * 100)
+    second = _prepare(corpus, tmp_path / "cache", **CHANGES.get(change, {}))
+    assert second.directory != first.directory and (second.directory / "manifest.json").is_file()
 
 
-def test_no_matching_files_is_a_clear_error(corpus, tmp_path):
-    with pytest.raises(DataError, match=r"no files ending in \['.md'\]"):
-        _prepare(corpus, tmp_path / "cache", extensions=[".md"])
+def test_shards_are_fixed_size_and_windows_read_across_them(corpus, tmp_path):
+    cache = _prepare(corpus, tmp_path / "cache", data={"shard_tokens": 1024})
+    shards = cache.meta["shards"]["train"]
+    assert len(shards) > 5 and {s["tokens"] for s in shards[:-1]} == {1024} and shards[-1]["tokens"] <= 1024
+    flat = np.concatenate([np.fromfile(p, dtype=np.uint16) for p in cache.shard_paths("train")])
+    windows = TokenWindows(cache.shard_paths("train"), "uint16", block_size=64)
+    for i in (0, 1000, 1024 - 30, len(windows) - 1):  # 1024 - 30: a window that spans two shards
+        x, y = windows[i]
+        assert x.tolist() == flat[i : i + 64].tolist() and y.tolist() == flat[i + 1 : i + 65].tolist()
+
+
+def test_worker_processes_and_streamed_pieces_give_identical_shards(corpus, tmp_path, monkeypatch):
+    (corpus / "extra.jsonl").write_text("\n".join(json.dumps({"text": corpus_text(5000)[i:]}) for i in range(50)))
+    one = _prepare(corpus, tmp_path / "one", data={"prepare_workers": 1})
+    monkeypatch.setattr(pipeline, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(readers, "PIECE_BYTES", 700)  # every text file now streams in many pieces
+    many = _prepare(corpus, tmp_path / "many", data={"prepare_workers": 2})
+    assert _report(many)["encode_workers"] == 2
+    for split in ("train", "val"):
+        assert np.array_equal(np.asarray(one.tokens(split)), np.asarray(many.tokens(split)))
+
+
+def test_a_damaged_cache_is_refused_with_what_to_do(corpus, tmp_path):
+    cache = _prepare(corpus, tmp_path / "cache")
+    manifest = json.loads((cache.directory / "manifest.json").read_text())
+    manifest["shards"]["train"][0]["file"] = "../../outside.bin"
+    (cache.directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="damaged.*Delete that directory"):
+        TokenCache.open(cache.directory)
+    (cache.directory / "val_000000.bin").unlink()
+    with pytest.raises(DataError, match="damaged"):
+        _prepare(corpus, tmp_path / "cache")
+
+
+def test_seen_hashes_finds_repeats_within_and_across_batches():
+    seen = SeenHashes(merge_every=4)
+    assert seen.add_new(np.array([1, 2, 2, 3], np.uint64)).tolist() == [True, True, False, True]
+    assert seen.add_new(np.array([3, 4, 5, 6, 1], np.uint64)).tolist() == [False, True, True, True, False]
+    assert seen.add_new(np.array([7, 6], np.uint64)).tolist() == [True, False]
 
 
 def test_token_dtype_widens_for_big_vocabularies():
@@ -98,3 +249,17 @@ def test_too_few_tokens_for_one_window_is_a_clear_error(tmp_path):
     np.arange(5, dtype=np.uint16).tofile(path)
     with pytest.raises(DataError, match="model.block_size=8"):
         TokenWindows(path, "uint16", block_size=8)
+
+
+def test_datamodule_setup_on_another_rank_finds_the_finished_cache(corpus, tmp_path, monkeypatch):
+    data = {"path": str(corpus), "cache_dir": str(tmp_path / "cache"), "batch_size": 4, "num_workers": 0}
+    rank0 = TextDataModule(data=data, tokenizer={"vocab_size": 300}, block_size=16)
+    rank0.prepare_data()
+    monkeypatch.setattr(pipeline._Builder, "build", lambda *a, **k: pytest.fail("rank 1 rebuilt the cache"))
+    rank1 = TextDataModule(data=data, tokenizer={"vocab_size": 300}, block_size=16)
+    rank1.setup("fit")
+    assert rank1.cache.directory == rank0.cache.directory and rank1.tokenizer.vocab_size == 300
+    x, y = next(iter(rank1.train_dataloader()))
+    assert x.shape == y.shape == (4, 16) and x.dtype == torch.int64
+    vx, _ = next(iter(rank1.val_dataloader()))
+    assert vx.shape == (4, 16)

@@ -8,7 +8,8 @@ from typing import Any
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, RandomSampler
 
-from fragment_llm.data.dataset import TokenCache, TokenWindows, prepare_token_cache
+from fragment_llm.data.dataset import TokenCache, TokenWindows
+from fragment_llm.data.pipeline import prepare_token_cache
 from fragment_llm.data.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -33,17 +34,7 @@ class TextDataModule(pl.LightningDataModule):
         self.val_set: TokenWindows | None = None
 
     def _cache(self) -> TokenCache:
-        d, t = self.data_cfg, self.tokenizer_cfg
-        return prepare_token_cache(
-            paths=d["path"],
-            extensions=list(d["extensions"]),
-            exclude_dirs=list(d.get("exclude_dirs") or []),
-            val_fraction=d["val_fraction"],
-            tokenizer_kind=t["kind"],
-            vocab_size=t["vocab_size"],
-            min_frequency=t.get("min_frequency", 2),
-            cache_root=d["cache_dir"],
-        )
+        return prepare_token_cache(self.data_cfg, self.tokenizer_cfg)
 
     def prepare_data(self) -> None:
         if self.cache is None:  # Lightning calls this again for each trainer.fit/validate
@@ -55,8 +46,8 @@ class TextDataModule(pl.LightningDataModule):
         self.cache = self.cache or self._cache()  # on other ranks prepare_data ran elsewhere
         self.tokenizer = load_tokenizer(self.cache.tokenizer_path)
         dtype = self.cache.meta["dtype"]
-        self.train_set = TokenWindows(self.cache.directory / "train.bin", dtype, self.block_size, stride=1)
-        self.val_set = TokenWindows(self.cache.directory / "val.bin", dtype, self.block_size, stride=self.block_size)
+        self.train_set = TokenWindows(self.cache.shard_paths("train"), dtype, self.block_size, stride=1)
+        self.val_set = TokenWindows(self.cache.shard_paths("val"), dtype, self.block_size, stride=self.block_size)
 
     @property
     def tokens_per_epoch(self) -> int:

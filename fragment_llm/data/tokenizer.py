@@ -1,41 +1,88 @@
 """Tokenizers: byte-level BPE (trained with Hugging Face `tokenizers`) and character-level.
 
-Both are stored as one JSON file, `tokenizer.json` (never a pickle). A BPE file is
-Hugging Face's own format, so `tokenizers.Tokenizer.from_file` reads it as well.
-Documents are separated by the special token `<|endoftext|>`.
+Both are stored as one JSON file, `tokenizer.json` (never a pickle). A BPE file is Hugging
+Face's own format, so `tokenizers.Tokenizer.from_file` reads it and gives the same ids
+(set `encode_special_tokens = True` on it to treat special-token text as we do). BPE
+splits text with GPT-4's pattern, stored in the file, and encodes with `tiktoken` built
+from the same merges (see fast_bpe.py). Documents are separated by `<|endoftext|>`.
+
+Special tokens have reserved ids (0, 1, ... in the order configured for BPE; the last id
+for character-level). User text never produces one: `encode` treats special-token text
+as ordinary text unless the caller names it in `allowed_special`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
+
+from fragment_llm.data import fast_bpe
+from fragment_llm.data.tokenizer_file import (
+    CHAR_FORMAT,
+    EOT_TOKEN,
+    MAX_TOKENIZER_BYTES,
+    check_bpe_spec,
+    check_char_spec,
+    parse_tokenizer_json,
+)
 from fragment_llm.errors import TokenizerError
 
-EOT_TOKEN = "<|endoftext|>"
-CHAR_FORMAT = "fragment_llm.char/1"
+log = logging.getLogger(__name__)
+
+__all__ = ["EOT_TOKEN", "BPETokenizer", "CharTokenizer", "Tokenizer", "load_tokenizer", "train_tokenizer"]
 
 
 class Tokenizer(ABC):
     vocab_size: int
     eot_id: int
     kind: str
+    special_tokens: dict[str, int]
+
+    def encode(self, text: str, allowed_special: Collection[str] | Literal["all"] = ()) -> list[int]:
+        """Token ids of `text`; special-token text becomes its special id only if named in `allowed_special`."""
+        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+        if not allowed:
+            return self.encode_ordinary(text)
+        unknown = allowed - set(self.special_tokens)
+        if unknown:
+            raise TokenizerError(f"not special tokens of this tokenizer: {sorted(unknown)}")
+        pattern = "(" + "|".join(re.escape(s) for s in sorted(allowed, key=len, reverse=True)) + ")"
+        ids: list[int] = []
+        for i, part in enumerate(re.split(pattern, text)):
+            ids.extend([self.special_tokens[part]] if i % 2 else self.encode_ordinary(part))
+        return ids
 
     @abstractmethod
-    def encode(self, text: str) -> list[int]: ...
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Token ids of `text`, all of it treated as ordinary text."""
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """`encode_ordinary` as a uint32 array (the bulk path: no Python list in between)."""
+        return np.asarray(self.encode_ordinary(text), dtype=np.uint32)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [self.encode(t) for t in texts]
+        return [self.encode_ordinary(t) for t in texts]
 
     @abstractmethod
     def decode(self, ids: Sequence[int]) -> str: ...
 
     @abstractmethod
     def to_json(self) -> str: ...
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def save(self, path: str | os.PathLike) -> None:
         _atomic_write_text(Path(path), self.to_json())
@@ -44,26 +91,59 @@ class Tokenizer(ABC):
 class BPETokenizer(Tokenizer):
     kind = "bpe"
 
-    def __init__(self, hf_tokenizer) -> None:
+    def __init__(self, hf_tokenizer, spec: dict | None = None) -> None:
         self._tok = hf_tokenizer
+        self._tok.encode_special_tokens = True  # special-token text in user input stays text
         self.vocab_size = hf_tokenizer.get_vocab_size(with_added_tokens=True)
-        eot = hf_tokenizer.token_to_id(EOT_TOKEN)
-        if eot is None:
-            raise TokenizerError(f"BPE tokenizer has no {EOT_TOKEN} token")
-        self.eot_id = eot
+        self.special_tokens = {t.content: i for i, t in hf_tokenizer.get_added_tokens_decoder().items() if t.special}
+        if EOT_TOKEN not in self.special_tokens:
+            raise TokenizerError(f"BPE tokenizer has no {EOT_TOKEN} special token")
+        self.eot_id = self.special_tokens[EOT_TOKEN]
+        self._fast = fast_bpe.tiktoken_encoding(spec if spec is not None else json.loads(self.to_json()))
+        if self._fast is not None and fast_bpe.agrees(self._fast, self._tok, fast_bpe.PROBES) is not None:
+            self._fast = None
+
+    @property
+    def fast(self) -> bool:
+        """Whether encoding goes through tiktoken (else through `tokenizers`, several times slower)."""
+        return self._fast is not None
+
+    def disable_fast_path(self) -> None:
+        self._fast = None
+
+    def verify_fast_path(self, texts: list[str]) -> bool:
+        """Check tiktoken against `tokenizers` on `texts`; on any difference, stop using tiktoken."""
+        if self._fast is None:
+            return False
+        bad = fast_bpe.agrees(self._fast, self._tok, texts)
+        if bad is not None:
+            log.warning("tiktoken and tokenizers disagree on %r; encoding with tokenizers instead", bad[:80])
+            self._fast = None
+        return self._fast is not None
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> BPETokenizer:
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        min_frequency: int = 2,
+        special_tokens: Sequence[str] = (EOT_TOKEN,),
+    ) -> BPETokenizer:
+        from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
         from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders, models, pre_tokenizers, trainers
 
         tok = HFTokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(fast_bpe.SPLIT_PATTERN), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
-            special_tokens=[EOT_TOKEN],
+            special_tokens=list(special_tokens),  # registered first: ids 0, 1, ... whatever the corpus holds
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: any text is encodable
             show_progress=False,
         )
@@ -71,22 +151,33 @@ class BPETokenizer(Tokenizer):
         return cls(tok)
 
     @classmethod
-    def from_json(cls, text: str) -> BPETokenizer:
+    def from_spec(cls, spec: dict, text: str, source: str) -> BPETokenizer:
         from tokenizers import Tokenizer as HFTokenizer
 
+        check_bpe_spec(spec, source)
         try:
-            return cls(HFTokenizer.from_str(text))
+            hf = HFTokenizer.from_str(text)
         except Exception as e:  # the Rust side raises plain Exception on malformed files
-            raise TokenizerError(f"not a valid BPE tokenizer file: {e}") from None
+            raise TokenizerError(f"{source}: not a valid BPE tokenizer file ({str(e)[:200]})") from None
+        return cls(hf, spec)
 
-    def encode(self, text: str) -> list[int]:
+    def encode_ordinary(self, text: str) -> list[int]:
+        if self._fast is not None:
+            return self._fast.encode_ordinary(text)
         return self._tok.encode(text, add_special_tokens=False).ids
 
+    def encode_array(self, text: str) -> np.ndarray:
+        if self._fast is not None:
+            return self._fast.encode_to_numpy(text, disallowed_special=())
+        return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
+
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        if self._fast is not None:
+            return self._fast.encode_ordinary_batch(list(texts))
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=False)
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def to_json(self) -> str:
         return self._tok.to_str()
@@ -107,6 +198,10 @@ class CharTokenizer(Tokenizer):
         self._stoi = {c: i for i, c in enumerate(chars)}
         self.eot_id = len(chars)
         self.vocab_size = len(chars) + 1
+        self.special_tokens = {EOT_TOKEN: self.eot_id}
+        codepoints = np.array([ord(c) for c in chars], dtype=np.uint32)
+        self._order = np.argsort(codepoints).astype(np.uint32)
+        self._sorted = codepoints[self._order]
 
     @classmethod
     def train(cls, texts: Iterable[str]) -> CharTokenizer:
@@ -115,21 +210,20 @@ class CharTokenizer(Tokenizer):
             alphabet.update(t)
         return cls("".join(sorted(alphabet)))
 
-    @classmethod
-    def from_json(cls, text: str) -> CharTokenizer:
-        data = json.loads(text)
-        if not isinstance(data.get("chars"), str):
-            raise TokenizerError("character tokenizer file has no 'chars' string")
-        return cls(data["chars"])
+    def encode_ordinary(self, text: str) -> list[int]:
+        return self.encode_array(text).tolist()
 
-    def encode(self, text: str) -> list[int]:
-        try:
-            return [self._stoi[c] for c in text]
-        except KeyError as e:
+    def encode_array(self, text: str) -> np.ndarray:
+        codepoints = np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
+        pos = np.minimum(np.searchsorted(self._sorted, codepoints), max(len(self._sorted) - 1, 0))
+        known = self._sorted[pos] == codepoints if len(self._sorted) else np.zeros(len(codepoints), bool)
+        if not known.all():
+            c = chr(int(codepoints[np.argmin(known)]))
             raise TokenizerError(
-                f"character {e.args[0]!r} is not in this character-level vocabulary "
+                f"character {c!r} is not in this character-level vocabulary "
                 f"({len(self.chars)} characters); remove it from the text"
-            ) from None
+            )
+        return self._order[pos]
 
     def decode(self, ids: Sequence[int]) -> str:
         out = []
@@ -149,35 +243,35 @@ class CharTokenizer(Tokenizer):
         )
 
 
-def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
+def train_tokenizer(
+    kind: str,
+    texts: Iterable[str],
+    vocab_size: int,
+    min_frequency: int = 2,
+    special_tokens: Sequence[str] = (EOT_TOKEN,),
+) -> Tokenizer:
     if kind == "bpe":
-        return BPETokenizer.train(texts, vocab_size, min_frequency)
+        return BPETokenizer.train(texts, vocab_size, min_frequency, special_tokens)
     if kind == "char":
         return CharTokenizer.train(texts)
     raise TokenizerError(f"tokenizer.kind={kind!r} is not known; use 'bpe' or 'char'")
 
 
 def tokenizer_from_json(text: str, source: str = "tokenizer") -> Tokenizer:
-    """Build a tokenizer from its JSON text (plain data; nothing is executed or unpickled)."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise TokenizerError(f"{source}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise TokenizerError(f"{source}: expected a JSON object")
-    try:
-        if data.get("format") == CHAR_FORMAT:
-            return CharTokenizer.from_json(text)
-        if isinstance(data.get("model"), dict) and data["model"].get("type") == "BPE":
-            return BPETokenizer.from_json(text)
-    except TokenizerError as e:
-        raise TokenizerError(f"{source}: {e}") from None
+    """Build a tokenizer from its JSON text (plain data; checked first, nothing is executed or unpickled)."""
+    spec = parse_tokenizer_json(text, source)
+    if spec.get("format") == CHAR_FORMAT:
+        return CharTokenizer(check_char_spec(spec, source))
+    if isinstance(spec.get("model"), dict) and spec["model"].get("type") == "BPE":
+        return BPETokenizer.from_spec(spec, text, source)
     raise TokenizerError(f"{source}: not a Fragment_LLM tokenizer (neither byte-level BPE nor character-level)")
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_TOKENIZER_BYTES:
+            raise TokenizerError(f"{path}: {path.stat().st_size:,} bytes is too large for a tokenizer file; refused")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise TokenizerError(f"cannot read tokenizer file {path}: {e}") from None

@@ -1,0 +1,113 @@
+"""The fast encoding path: a `tiktoken` Encoding built from the merges of our tokenizer.json.
+
+Hugging Face `tokenizers` trains the BPE and owns the file format; `tiktoken` encodes the
+same vocabulary several times faster. Both split text with the same pattern (stored in
+the file), and a byte-level BPE whose token ids follow its merge order gives the same
+ids whether merges are ranked by pair (HF) or by merged token (tiktoken). We only use
+tiktoken after checking that structure, and `agrees` re-checks the ids on real text:
+any disagreement sends encoding back to `tokenizers`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# GPT-4's pre-tokenization (tiktoken's cl100k_base): contractions, letter runs with one leading
+# non-letter, 1-3 digit groups, punctuation runs, newline runs and other whitespace.
+SPLIT_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+
+# Texts that exercise the corners of the split pattern and of byte-level BPE.
+PROBES = [
+    "hello world",
+    "  leading and trailing  \n\n\t tabs\t  ",
+    "I'm you'LL they'RE it's 'S 'ſ 'K don't",
+    "déjà vu — naïve café, 東京, Ελληνικά, emoji 🎉👩‍👩‍👧 end",
+    "def f(x):\n    return x ** 2  # comment\r\n",
+    "1234567 3.14159 1e-10 ١٢٣ ⅷ",
+    "\u00a0\u2003\u3000\u2028\u2029\u0085\u180e\u200b\ufeff mixed spaces",
+    "<|endoftext|> is text here",
+    "\ufffd\x00\x01 raw bytes",
+    "a\n\n\nb  \n  c\t\n\td",
+]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's table from bytes to printable characters, as byte-level BPE vocabularies spell tokens."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+UNICODE_TO_BYTE = {c: b for b, c in _bytes_to_unicode().items()}
+
+
+def split_pattern(spec: dict[str, Any]) -> str | None:
+    """The pattern of a `Split(pattern) + ByteLevel(use_regex=False)` pre-tokenizer, else None."""
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
+    if not steps or len(steps) != 2:
+        return None
+    split, byte_level = steps
+    if (
+        split.get("type") != "Split"
+        or split.get("behavior") != "Isolated"
+        or split.get("invert")
+        or not isinstance(split.get("pattern", {}).get("Regex"), str)
+        or byte_level.get("type") != "ByteLevel"
+        or byte_level.get("use_regex")
+        or byte_level.get("add_prefix_space")
+    ):
+        return None
+    return split["pattern"]["Regex"]
+
+
+def tiktoken_encoding(spec: dict[str, Any]):
+    """A tiktoken Encoding equivalent to this (already checked) BPE spec, or None when it has another shape."""
+    pattern = split_pattern(spec)
+    model = spec["model"]
+    plain_bpe = not any(model.get(k) for k in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"))
+    if pattern is None or spec.get("normalizer") or not plain_bpe or model.get("ignore_merges"):
+        return None
+    specials = {t["content"]: t["id"] for t in spec.get("added_tokens") or []}
+    vocab = model["vocab"]
+    ranks: dict[bytes, int] = {}
+    for token, i in vocab.items():
+        if token in specials:
+            continue
+        try:
+            ranks[bytes(UNICODE_TO_BYTE[c] for c in token)] = i
+        except KeyError:  # not a byte-level token
+            return None
+    if any(bytes([b]) not in ranks for b in range(256)):
+        return None
+    # tiktoken ranks a merge by the id of the token it makes; HF by the merge's position. They agree when
+    # ids grow with merge order, as HF's trainer assigns them.
+    last = -1
+    for m in model.get("merges", []):
+        a, b = m.split(" ") if isinstance(m, str) else m
+        merged = vocab[a + b]
+        if merged <= max(last, vocab[a], vocab[b]):
+            return None
+        last = merged
+    import tiktoken
+
+    return tiktoken.Encoding("fragment_llm_bpe", pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials)
+
+
+def agrees(encoding, hf_tokenizer, texts: list[str], batch: int = 16) -> str | None:
+    """The first text on which tiktoken and `tokenizers` give different ids, or None if they agree on all."""
+    for start in range(0, len(texts), batch):  # a few at a time: HF's Encoding objects are large
+        chunk = texts[start : start + batch]
+        for text, theirs in zip(chunk, hf_tokenizer.encode_batch(chunk, add_special_tokens=False), strict=True):
+            if encoding.encode_ordinary(text) != theirs.ids:
+                return text
+    return None
