@@ -41,7 +41,7 @@ class DataConfig:
     exclude_dirs: list[str] = field(default_factory=list)  # directory names skipped while walking
     text_field: str = "text"  # the text field of .jsonl records and the text column of .parquet files
     max_file_mb: float = 4096.0  # larger files are skipped; .gz inputs stop at this many MB decompressed
-    strict: bool = False  # malformed records or a missing column: an error (true) or counted and skipped
+    strict: bool = False  # a file or record that cannot be used: an error (true), or skipped and reported (false)
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)
     val_fraction: float = 0.1
     shard_tokens: int = 100_000_000  # tokens per shard file in the token cache
@@ -280,7 +280,7 @@ def validate_data_config(d: DictConfig, t: DictConfig) -> None:
     if not 0.0 < d.val_fraction < 1.0:
         _fail("data.val_fraction", d.val_fraction, "must be strictly between 0 and 1", "Use e.g. 0.1")
     if not d.extensions or not all(str(e).strip(".") for e in d.extensions):
-        _fail("data.extensions", list(d.extensions), "is empty", "List the file endings to read, e.g. ['.txt']")
+        _fail("data.extensions", list(d.extensions), "is empty or has an empty entry", "List endings, e.g. ['.txt']")
     if not d.text_field:
         _fail("data.text_field", d.text_field, "is empty", "Name the field/column holding the text, e.g. text")
     if d.max_file_mb <= 0:

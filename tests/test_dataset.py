@@ -111,7 +111,7 @@ def test_report_counts_every_kind_of_bad_input(tmp_path):
     assert r["bytes_in"] > r["bytes_out"] > 0 and r["tokens"]["train"] > 0
 
 
-def test_strict_mode_turns_bad_records_and_columns_into_errors(tmp_path):
+def test_strict_mode_turns_every_skip_into_an_error(tmp_path):
     root = tmp_path / "strict"
     root.mkdir()
     (root / "good.txt").write_text(corpus_text(20_000))
@@ -121,6 +121,10 @@ def test_strict_mode_turns_bad_records_and_columns_into_errors(tmp_path):
     (root / "records.jsonl").unlink()
     pq.write_table(pa.table({"body": ["x"]}), root / "nocol.parquet")
     with pytest.raises(DataError, match=r"nocol.parquet: no column 'text'"):
+        _prepare(root, tmp_path / "cache", data={"strict": True})
+    (root / "nocol.parquet").unlink()
+    (root / "bin.txt").write_bytes(b"\x00\x01")
+    with pytest.raises(DataError, match=r"bin.txt: binary"):
         _prepare(root, tmp_path / "cache", data={"strict": True})
 
 

@@ -36,7 +36,7 @@ from fragment_llm.data.encoding import EncodeSettings, ItemResult, default_worke
 from fragment_llm.data.readers import Item, check_source, iter_items, iter_sample
 from fragment_llm.data.report import PrepareReport
 from fragment_llm.data.shards import ShardWriter, token_dtype
-from fragment_llm.data.sources import PARQUET, SourceFile, discover_files, normalize_extensions, sources_fingerprint
+from fragment_llm.data.sources import SourceFile, discover_files, normalize_extensions, sources_fingerprint
 from fragment_llm.data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from fragment_llm.errors import DataError
 
@@ -65,6 +65,8 @@ def prepare_token_cache(data: Mapping, tokenizer: Mapping) -> TokenCache:
             + (f"; {len(refused)} refused, e.g. {refused[0].path}: {refused[0].reason}" if refused else "")
             + ". Check data.path and data.extensions."
         )
+    if refused and d.strict:
+        raise DataError(f"{refused[0].path}: {refused[0].reason}. Or set data.strict=false to skip such files.")
     fingerprint = cache_fingerprint(files, d, t)
     directory = Path(d.cache_dir).expanduser().resolve() / cache_key(fingerprint)
     if (directory / "manifest.json").is_file():
@@ -235,7 +237,7 @@ class _Builder:
             reason = check_source(src, self.d.text_field)
             if reason is None:
                 ok.append(src)
-            elif self.d.strict and src.format == PARQUET and "column" in reason:
+            elif self.d.strict:
                 raise DataError(f"{src.path}: {reason}. Or set data.strict=false to skip such files.")
             else:
                 self.report.skip(str(src.path), reason)
@@ -444,8 +446,10 @@ class _Sample:
             share = math.inf if self.budget is None else max(1.0, self.budget * src.size / total)
             taken = 0
             for raw in iter_sample(src, share, self.text_field):
-                clean = clean_bytes if isinstance(raw, bytes) else clean_text
-                text = clean(raw, self.rules, counts)
+                if isinstance(raw, bytes):  # a BOM is kept: a character set must cover what encoding sees
+                    text = clean_bytes(raw, self.rules, counts, strip_bom=False)
+                else:
+                    text = clean_text(raw, self.rules, counts)
                 if not text:
                     continue
                 n = len(raw)

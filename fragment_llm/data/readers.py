@@ -410,7 +410,7 @@ def _json_texts(block: bytes, text_field: str) -> Iterator[str]:
 def _parquet_sample(src: SourceFile, budget: float, text_field: str) -> Iterator[str]:
     pf = _parquet_file(src)
     groups = pf.num_row_groups
-    n = min(groups, 32)
+    n = groups if budget == math.inf else min(groups, 32)
     chosen = sorted({k * (groups - 1) // max(n - 1, 1) for k in range(n)})
     share = budget / max(len(chosen), 1)
     for g in chosen:

@@ -123,24 +123,24 @@ def _expand(raw: str, excluded: set[str], skipped: list[Skipped]) -> tuple[Path,
         if not path.exists():
             raise DataError(f"data.path: {raw!r} does not exist. Point data.path at a file, a directory or a glob.")
         root = path.resolve()
-        return root, ([root] if root.is_file() else _walk(root, excluded, skipped))
+        return root, ([root] if root.is_file() else _walk(root, root, excluded, skipped))
     # A glob's root is its literal leading directory: `corpus/**/*.txt` may not reach outside `corpus/`.
     root = Path(*parts[:wild]).resolve() if wild else Path.cwd().resolve()
     matches = sorted(glob.glob(given, recursive=True))
     if not matches:
         raise DataError(f"data.path: the glob {raw!r} matches nothing. Check the pattern (quote it on the shell).")
     files: list[Path] = []
-    for m in matches:
-        p = Path(m)
-        if p.is_dir():
-            files.extend(_walk(p, excluded, skipped))
-        elif not excluded & set(p.relative_to(root).parts[:-1] if p.is_relative_to(root) else ()):
-            files.append(p)
+    for match in map(Path, matches):
+        if match.is_dir():
+            files.extend(_walk(match, root, excluded, skipped))
+        elif not excluded & set(match.parts[:-1]):
+            files.append(match)
     return root, files
 
 
-def _walk(root: Path, excluded: set[str], skipped: list[Skipped]) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+def _walk(top: Path, root: Path, excluded: set[str], skipped: list[Skipped]) -> Iterator[Path]:
+    """Files under `top` (a directory within `root`), not following directory links."""
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
         kept = []
         for d in sorted(dirnames):
             full = Path(dirpath) / d
