@@ -200,3 +200,11 @@ def test_an_unreadable_file_is_skipped_not_fatal(tmp_path):
     path.chmod(0)
     files, _ = discover_files(tmp_path, [".txt"])
     assert check_source(files[0], "text").startswith("unreadable")
+
+
+def test_split_at_safe_cuts_keeps_every_byte_and_cuts_only_where_allowed():
+    data = ("Some words here.\n" * 500 + "x" * 3000 + " tail words").encode()
+    parts = list(readers.split_at_safe_cuts(data, 1000))
+    assert b"".join(parts) == data and len(parts) > 5
+    offsets = [sum(map(len, parts[:i])) for i in range(1, len(parts))]
+    assert all(safe_cut(data, o, o + 1, last=False) == o or data[o - 1 : o] == b"\n" for o in offsets)

@@ -39,8 +39,13 @@ TEXTS = st.one_of(st.text(max_size=200), st.lists(st.one_of(PIECES, st.text(max_
 
 @pytest.fixture(scope="module")
 def bpe():
-    text = corpus_text(100_000) + "\n".join(SAMPLES) * 20 + " 東京の天気 🎉🎉 Ελληνικά 12345 " * 30
-    return train_tokenizer("bpe", [text], vocab_size=600, special_tokens=[EOT_TOKEN, "<|pad|>"])
+    """Trained on prose, numbers, code and several scripts, so that merges cross every kind of boundary
+    the split pattern draws (a pattern the two regex engines read differently shows up as different ids)."""
+    numbers = " ".join(f"{n * 7919 % 100_003}.{n % 97} x{n}" for n in range(3000))
+    code = "def f(x):\n    return {'a': [1, 2]}  # it's\n\n\t\tif x != y:\r\n" * 200
+    world = " 東京の天気 🎉🎉 Ελληνικά — naïve café ١٢٣٤ I'LL WE'VE " * 100
+    texts = [corpus_text(100_000), numbers, code, world, "\n".join(SAMPLES) * 20]
+    return train_tokenizer("bpe", texts, vocab_size=1000, special_tokens=[EOT_TOKEN, "<|pad|>"])
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +58,7 @@ def hf_from_file(bpe, tmp_path_factory):
 
 
 def test_bpe_has_the_requested_vocab_reserved_special_ids_and_the_fast_path(bpe):
-    assert bpe.vocab_size == 600 and bpe.fast
+    assert bpe.vocab_size == 1000 and bpe.fast
     assert bpe.special_tokens == {EOT_TOKEN: 0, "<|pad|>": 1} and bpe.eot_id == 0
     assert bpe.decode([bpe.eot_id]) == EOT_TOKEN
     assert len(bpe.encode("the king")) < len("the king")  # merges were learned
@@ -191,7 +196,7 @@ def test_corrupt_or_hostile_tokenizer_files_are_refused_by_name(bpe, tmp_path, c
 def test_huge_vocabularies_and_files_are_refused(bpe, tmp_path, monkeypatch):
     path = tmp_path / "tokenizer.json"
     bpe.save(path)
-    monkeypatch.setattr(tokenizer_file, "MAX_VOCAB_SIZE", 599)
+    monkeypatch.setattr(tokenizer_file, "MAX_VOCAB_SIZE", 999)
     with pytest.raises(TokenizerError, match="exceeds the limit"):
         load_tokenizer(path)
     monkeypatch.setattr(tokenizer_file, "MAX_TOKENIZER_BYTES", 1000)

@@ -10,7 +10,6 @@ At most a few tasks are in flight, so memory stays bounded whatever the corpus s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fragment_llm.data.cleaning import CleaningCounts, CleaningRules, clean_bytes, clean_text
+from fragment_llm.data.dedup import text_hash
 from fragment_llm.data.readers import Item
 from fragment_llm.data.tokenizer import BPETokenizer, tokenizer_from_json
 
@@ -57,10 +57,6 @@ class ItemResult:
     chars: int = 0
     lead_ws: int = 0
     trail_ws: int = 0
-
-
-def text_hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 class ItemEncoder:

@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 # GPT-4's pre-tokenization (tiktoken's cl100k_base): contractions, letter runs with one leading
-# non-letter, 1-3 digit groups, punctuation runs, newline runs and other whitespace.
+# non-letter, 1-3 digit groups, punctuation runs, newline runs and other whitespace. One change:
+# `\p{N}{1,3}` where tiktoken writes `\p{N}{1,3}+`; Oniguruma (inside `tokenizers`) reads `{1,3}+`
+# as "one or more groups of 1-3", not as possessive, and would keep a whole digit run together.
 SPLIT_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
 

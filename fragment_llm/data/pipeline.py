@@ -15,11 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from itertools import chain
 from pathlib import Path
@@ -30,11 +29,13 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from fragment_llm.config import DataConfig, TokenizerConfig
-from fragment_llm.data.cleaning import CleaningCounts, CleaningRules, clean_bytes, clean_text
+from fragment_llm.data.cleaning import CleaningRules
 from fragment_llm.data.dataset import CACHE_VERSION, SPLITS, TokenCache
+from fragment_llm.data.dedup import SeenHashes
 from fragment_llm.data.encoding import EncodeSettings, ItemResult, default_workers, encode_items
-from fragment_llm.data.readers import Item, check_source, iter_items, iter_sample
+from fragment_llm.data.readers import Item, check_source, iter_items
 from fragment_llm.data.report import PrepareReport
+from fragment_llm.data.sampling import TokenizerSample
 from fragment_llm.data.shards import ShardWriter, token_dtype
 from fragment_llm.data.sources import SourceFile, discover_files, normalize_extensions, sources_fingerprint
 from fragment_llm.data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
@@ -43,8 +44,6 @@ from fragment_llm.errors import DataError
 log = logging.getLogger(__name__)
 
 PARALLEL_MIN_BYTES = 16 << 20  # below this, worker processes cost more than they save
-VERIFY_CHARS = 1 << 20  # sample text on which tiktoken is checked against `tokenizers`
-VERIFY_PIECE = 16 << 10
 
 
 def as_configs(data: Mapping, tokenizer: Mapping) -> tuple[DataConfig, TokenizerConfig]:
@@ -133,32 +132,6 @@ def val_fractions(sources: list[SourceFile], val_fraction: float) -> list[float]
         out.append(1.0 if seen + s.size <= boundary else 0.0 if seen >= boundary else (boundary - seen) / s.size)
         seen += s.size
     return out
-
-
-class SeenHashes:
-    """Set of 64-bit document hashes in about 8 bytes each: a sorted array plus a small recent set."""
-
-    def __init__(self, merge_every: int = 1 << 20) -> None:
-        self._sorted = np.empty(0, np.uint64)
-        self._recent: set[int] = set()
-        self._merge_every = merge_every
-
-    def add_new(self, hashes: np.ndarray) -> np.ndarray:
-        """Add `hashes`; True where a hash was not seen before (the first of equal ones in `hashes` counts)."""
-        new = np.ones(hashes.size, dtype=bool)
-        if self._sorted.size and hashes.size:
-            pos = np.minimum(np.searchsorted(self._sorted, hashes), self._sorted.size - 1)
-            new &= self._sorted[pos] != hashes
-        for i, h in enumerate(hashes.tolist()):
-            if new[i]:
-                if h in self._recent:
-                    new[i] = False
-                else:
-                    self._recent.add(h)
-        if len(self._recent) >= self._merge_every:
-            self._sorted = np.union1d(self._sorted, np.fromiter(self._recent, np.uint64, len(self._recent)))
-            self._recent.clear()
-        return new
 
 
 @dataclass
@@ -258,7 +231,8 @@ class _Builder:
             tokenizer = load_tokenizer(Path(t.path).expanduser())
             info: dict[str, Any] = {"from_file": str(t.path)}
         else:
-            sample = _Sample(sources, None if t.kind == "char" else t.train_chars, self.rules, self.d.text_field)
+            budget = None if t.kind == "char" else t.train_chars  # a character vocabulary needs every character
+            sample = TokenizerSample(sources, budget, self.rules, self.d.text_field)
             if t.kind == "char":
                 tokenizer = CharTokenizer.train(sample)
             else:
@@ -421,46 +395,3 @@ class _Builder:
             ],
             "config": {k: v for k, v in fingerprint.items() if k != "sources"},
         }
-
-
-class _Sample:
-    """Cleaned text spread across the corpus, `budget` characters at most (None: all of it), as an iterator.
-
-    Each source gets a share of the budget proportional to its size. The first VERIFY_CHARS
-    characters are kept to check the fast encoder on. Progress is shown in bytes/s.
-    """
-
-    def __init__(self, sources: list[SourceFile], budget: int | None, rules: CleaningRules, text_field: str) -> None:
-        self.sources, self.budget, self.rules, self.text_field = sources, budget, rules, text_field
-        self.chars = self.bytes = 0
-        self.kept: list[str] = []
-        self._kept_chars = 0
-        total = sum(s.size for s in sources)
-        expected = total if budget is None else min(total, budget)
-        self.bar = tqdm(total=expected, desc="Tokenizer training", unit="B", unit_scale=True, disable=None)
-
-    def __iter__(self) -> Iterator[str]:
-        total = sum(s.size for s in self.sources) or 1
-        counts = CleaningCounts()  # not reported: the encoding pass counts everything once
-        for src in self.sources:
-            share = math.inf if self.budget is None else max(1.0, self.budget * src.size / total)
-            taken = 0
-            for raw in iter_sample(src, share, self.text_field):
-                if isinstance(raw, bytes):  # a BOM is kept: a character set must cover what encoding sees
-                    text = clean_bytes(raw, self.rules, counts, strip_bom=False)
-                else:
-                    text = clean_text(raw, self.rules, counts)
-                if not text:
-                    continue
-                n = len(raw)
-                self.chars, self.bytes, taken = self.chars + len(text), self.bytes + n, taken + len(text)
-                self.bar.update(n)
-                if self._kept_chars < VERIFY_CHARS:  # the start of many documents, rather than one long one
-                    self.kept.append(text[:VERIFY_PIECE])
-                    self._kept_chars += len(self.kept[-1])
-                yield text
-                if taken >= share:
-                    break
-
-    def close(self) -> None:
-        self.bar.close()

@@ -13,7 +13,6 @@ Each source is split between train and val at a fraction of its length
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import zlib
@@ -78,6 +77,18 @@ def safe_cut(buf: bytes | memoryview, lo: int, hi: int, last: bool) -> int | Non
             if m is not None:
                 return m.end() if pattern is _SAFE_NEWLINE else m.start()
     return None
+
+
+def split_at_safe_cuts(data: bytes, size: int) -> Iterator[bytes]:
+    """`data` in parts of about `size` bytes (more where no safe cut comes sooner), cut where `safe_cut` allows."""
+    start = 0
+    while len(data) - start > size:
+        cut = safe_cut(data, start + size, len(data), last=False)
+        if cut is None:
+            break
+        yield data[start:cut]
+        start = cut
+    yield data[start:]
 
 
 def _utf8_boundary(buf: bytes, pos: int) -> int:
@@ -196,7 +207,7 @@ def check_source(src: SourceFile, text_field: str) -> str | None:
     """Why a source cannot be read at all (binary, unreadable, no text column), or None."""
     if src.format == PARQUET:
         try:
-            schema = _parquet_file(src).schema_arrow
+            schema = parquet_file(src).schema_arrow
         except SourceError as e:
             return str(e)
         if text_field not in schema.names:
@@ -317,7 +328,7 @@ def _jsonl_items(src, index, val_from, _field, max_bytes, digest: list) -> Itera
         stream.close()
 
 
-def _parquet_file(src: SourceFile):
+def parquet_file(src: SourceFile):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -330,7 +341,7 @@ def _parquet_file(src: SourceFile):
 def _parquet_items(src, index, val_from, text_field, _max_bytes, digest: list) -> Iterator[Item]:
     import pyarrow as pa
 
-    pf = _parquet_file(src)
+    pf = parquet_file(src)
     rows = pf.metadata.num_rows
     cut_row = round(val_from * rows)
     row = 0
@@ -349,76 +360,3 @@ def _parquet_items(src, index, val_from, text_field, _max_bytes, digest: list) -
     except (OSError, pa.ArrowException) as e:
         raise SourceError(f"read error after {row:,} rows ({e})") from None
     digest.append(hash_file(src.path))
-
-
-# --- sampling for tokenizer training -----------------------------------------------------------------
-
-
-def iter_sample(src: SourceFile, budget: float, text_field: str) -> Iterator[str | bytes]:
-    """About `budget` bytes of the source's text, spread over the file: raw bytes of text, or record strings.
-
-    A file within budget is read whole; a bigger one as evenly spaced windows, or from its start if it
-    cannot seek (.gz). The caller stops reading once it has its share. Unreadable parts are left out:
-    the encoding pass reports them.
-    """
-    try:
-        if src.format == PARQUET:
-            yield from _parquet_sample(src, budget, text_field)
-        elif src.size <= budget or src.gzip:
-            for item in iter_items(src, 0, 1.0, text_field, math.inf):
-                if item.kind == "text":
-                    yield item.payload
-                elif item.kind == "jsonl":
-                    yield from _json_texts(item.payload, text_field)
-        else:
-            for window in _windows(src, budget):
-                if src.format == TEXT:
-                    yield window
-                else:
-                    yield from _json_texts(window, text_field)
-    except (OSError, SourceError):
-        return
-
-
-def _windows(src: SourceFile, budget: float) -> Iterator[bytes]:
-    n = min(32, max(1, math.ceil(budget / PIECE_BYTES)))
-    width = int(budget // n)
-    with open(src.path, "rb") as f:
-        for k in range(n):
-            offset = k * (src.size - width) // max(n - 1, 1)
-            f.seek(offset)
-            data = f.read(width)
-            if src.format == JSONL:  # whole lines only
-                start = data.find(b"\n") + 1 if offset else 0
-                yield data[start : data.rfind(b"\n") + 1]
-            else:
-                start = (safe_cut(data, 0, len(data), last=False) or len(data)) if offset else 0
-                yield data[start : safe_cut(data, max(start, 1), len(data), last=True) or start]
-
-
-def _json_texts(block: bytes, text_field: str) -> Iterator[str]:
-    for line in block.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        text = record.get(text_field) if isinstance(record, dict) else None
-        if isinstance(text, str):
-            yield text
-
-
-def _parquet_sample(src: SourceFile, budget: float, text_field: str) -> Iterator[str]:
-    pf = _parquet_file(src)
-    groups = pf.num_row_groups
-    n = groups if budget == math.inf else min(groups, 32)
-    chosen = sorted({k * (groups - 1) // max(n - 1, 1) for k in range(n)})
-    share = budget / max(len(chosen), 1)
-    for g in chosen:
-        taken = 0
-        for batch in pf.iter_batches(batch_size=256, row_groups=[g], columns=[text_field]):
-            for text in batch.column(0).to_pylist():
-                if isinstance(text, str):
-                    yield text
-                    taken += len(text)
-            if taken >= share:
-                break
