@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -222,6 +223,21 @@ def test_a_damaged_cache_is_refused_with_what_to_do(corpus, tmp_path):
     (cache.directory / "val_000000.bin").unlink()
     with pytest.raises(DataError, match="damaged"):
         _prepare(corpus, tmp_path / "cache")
+
+
+def test_builds_abandoned_by_a_dead_process_are_cleaned_up(corpus, tmp_path):
+    import socket
+
+    cache_root = tmp_path / "cache"
+    first = _prepare(corpus, cache_root)
+    host = socket.gethostname()
+    dead = cache_root / f".{first.directory.name}.{host}.999999999.tmp"  # no such pid
+    alive = cache_root / f".{first.directory.name}.{host}.{os.getppid()}.tmp"  # a live process: kept
+    dead.mkdir()
+    alive.mkdir()
+    shutil.rmtree(first.directory)
+    _prepare(corpus, cache_root)
+    assert not dead.exists() and alive.exists()
 
 
 def test_seen_hashes_finds_repeats_within_and_across_batches():

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -120,6 +121,25 @@ def _file_sha256(path: Path) -> str:
         raise DataError(f"tokenizer.path: cannot read {path} ({e.strerror or e})") from None
 
 
+def _remove_abandoned_builds(directory: Path) -> None:
+    """Delete temporary build directories of this cache left by processes of this host that no longer run."""
+    host = socket.gethostname()
+    for tmp in directory.parent.glob(f".{directory.name}.{host}.*.tmp"):
+        pid = tmp.name.removesuffix(".tmp").rsplit(".", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def val_fractions(sources: list[SourceFile], val_fraction: float) -> list[float]:
     """For sources in split order: the fraction of each where its val part begins (1.0: none; 0.0: all val).
 
@@ -181,7 +201,8 @@ class _Builder:
         tokenizer = self._tokenizer(sources)
         # Build in a private temporary directory, then rename: see the module docstring.
         self.directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory.with_name(f".{self.directory.name}.{os.getpid()}.tmp")
+        _remove_abandoned_builds(self.directory)
+        tmp = self.directory.with_name(f".{self.directory.name}.{socket.gethostname()}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
