@@ -6,7 +6,9 @@ A synthetic .jsonl corpus (see synthetic_corpus.py) is encoded twice with one to
 - by `prepare` (read, parse JSON, clean, hash for dedup, encode in worker processes, write shards),
   timed by its own report (the encode stage; the tokenizer is given, not trained);
 - by `tiktoken.Encoding.encode_ordinary_batch` on the same texts already in memory (its default
-  8 threads), the encode calls alone timed.
+  8 threads), the encode calls alone timed;
+- by one process per CPU, each encoding its share of the files with `encode_to_numpy`, the encode
+  calls alone timed (the slowest process): the ideal parallel encode on this machine.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from synthetic_corpus import REPO, iter_texts, write_corpus
+from synthetic_corpus import REPO, iter_texts, parallel_encode_seconds, write_corpus
 
 sys.path.insert(0, str(REPO))
 
@@ -68,14 +70,17 @@ def main() -> None:
             enc.encode_ordinary(t)
         single_mb_s = sum(len(t.encode()) for t in texts[:2000]) / 1e6 / (time.perf_counter() - t0)
 
-        ours_tokens = sum(report["tokens"].values())
         cpus = default_workers()
+        ideal = parallel_encode_seconds(paths, tmp / "tokenizer.json", cpus)
+        ours_tokens = sum(report["tokens"].values())
         print(f"corpus: {mb_texts:.1f} MB of text, {len(texts):,} documents; vocab {args.vocab}; {cpus} CPUs")
         print(f"prepare, encode stage ({report['encode_workers']} workers): {ours:6.1f} s  {mb_in / ours:6.2f} MB/s"
               f"  {ours_tokens / ours:,.0f} tokens/s")  # fmt: skip
         print(f"tiktoken encode_ordinary_batch:        {raw:6.1f} s  {mb_texts / raw:6.2f} MB/s"
               f"  {n_tokens / raw:,.0f} tokens/s")  # fmt: skip
         print(f"ratio (prepare / raw tiktoken):        {(mb_in / ours) / (mb_texts / raw):.2f}x")
+        print(f"pure encode, {cpus} processes encode_to_numpy: {ideal:6.1f} s  {mb_texts / ideal:6.2f} MB/s"
+              f"  (prepare reaches {(mb_in / ours) / (mb_texts / ideal):.2f}x of it)")  # fmt: skip
         print(f"(tiktoken encode_ordinary, 1 thread:   {single_mb_s:.2f} MB/s)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
