@@ -98,9 +98,10 @@ def main() -> None:
         report = json.loads((cache / "prepare_report.json").read_text())
 
         enc = load_tokenizer(cache / "tokenizer.json")._fast
-        pure, batch = 0.0, []
+        pure, batch, mb = 0.0, [], 0.0
         for text in iter_texts(paths):
             batch.append(text)
+            mb += len(text.encode()) / 1e6
             if len(batch) == 1000:
                 t1 = time.perf_counter()
                 enc.encode_ordinary_batch(batch)
@@ -117,7 +118,6 @@ def main() -> None:
         print(f"prepare.py wall time:   {wall:7.1f} s   (stages: {secs})")
         rss, pss = monitor.peak_rss / 1024, monitor.peak_pss / 1024
         print(f"peak memory, all processes: RSS {rss:,.0f} MB, PSS {pss:,.0f} MB")
-        mb = report["bytes_in"] / 1e6
         for name, t in (("tiktoken encode_ordinary_batch", pure), (f"{cpus} processes, encode_to_numpy", ideal)):
             print(f"pure encode, {name}: {t:6.1f} s ({mb / t:.1f} MB/s); prepare wall / it: {wall / t:.2f}x")
         print(f"tokens: {report['tokens']}, documents kept: {report['documents_kept']}")

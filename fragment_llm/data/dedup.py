@@ -11,8 +11,9 @@ import hashlib
 import numpy as np
 
 
-def text_hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+def utf8_hash(data: bytes) -> int:
+    """The hash of a cleaned document's UTF-8 bytes."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
 class SeenHashes:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fragment_llm.data.cleaning import CleaningCounts, CleaningRules, clean_bytes, clean_text
-from fragment_llm.data.dedup import text_hash
+from fragment_llm.data.dedup import utf8_hash
 from fragment_llm.data.readers import Item
 from fragment_llm.data.tokenizer import BPETokenizer, tokenizer_from_json
 
@@ -91,7 +91,7 @@ class ItemEncoder:
         return ItemResult(
             tokens=ids.astype(self.dtype),
             doc_tokens=np.array([ids.size], np.int64),
-            doc_hashes=np.array([text_hash(text)], np.uint64),
+            doc_hashes=np.array([utf8_hash(data)], np.uint64),
             doc_bytes=np.array([len(data)], np.int64),
             bytes_in=len(item.payload),
             cleaning=counts,
@@ -124,6 +124,8 @@ class ItemEncoder:
     def _documents(self, texts: Iterable[tuple[int, str | None, str | None]], item: Item) -> ItemResult:
         s = self.settings
         result = ItemResult(*_empty(self.dtype))
+        if item.kind == "jsonl":
+            result.bytes_in = len(item.payload)  # the lines as read; for records, the text values
         arrays, lengths, hashes, sizes = [], [], [], []
         for n, raw, skip in texts:
             if skip is not None:
@@ -131,16 +133,18 @@ class ItemEncoder:
                 if len(result.errors) < MAX_ERRORS_KEPT:
                     result.errors.append((n, skip))
                 continue
-            result.bytes_in += len(raw.encode())
+            if item.kind == "records":
+                result.bytes_in += len(raw.encode())
             text = clean_text(raw, s.rules, result.cleaning)
             if len(text.strip()) < s.min_doc_chars:
                 result.too_short += 1
                 continue
             ids = self.encode(text)
+            data = text.encode()
             arrays += [ids, self.eot]
             lengths.append(ids.size + 1)
-            hashes.append(text_hash(text))
-            sizes.append(len(text.encode()))
+            hashes.append(utf8_hash(data))
+            sizes.append(len(data))
         if arrays:
             result.tokens = np.concatenate(arrays).astype(self.dtype)
             result.doc_tokens = np.array(lengths, np.int64)

@@ -30,7 +30,7 @@ class PrepareReport:
     duplicates_removed: int = 0
     records_skipped: Counter = field(default_factory=Counter)  # malformed JSON, missing field, null, ...
     record_errors: list[str] = field(default_factory=list)  # "file:line: what", up to MAX_LISTED
-    bytes_in: int = 0  # text read (decompressed), before cleaning
+    bytes_in: int = 0  # input read (decompressed; .jsonl lines whole, .parquet text values), before cleaning
     bytes_out: int = 0  # UTF-8 bytes of the kept, cleaned documents
     cleaning: CleaningCounts = field(default_factory=CleaningCounts)
     tokenizer: dict = field(default_factory=dict)
