@@ -260,7 +260,7 @@ class _Builder:
                 tokenizer = BPETokenizer.train(sample, t.vocab_size, t.min_frequency, list(t.special_tokens))
                 tokenizer.verify_fast_path(sample.kept)
             sample.close()
-            info = {"trained_on_chars": sample.chars, "trained_on_bytes": sample.bytes}
+            info = {"trained_on_chars": sample.chars}
         secs = time.perf_counter() - t0
         fast = isinstance(tokenizer, BPETokenizer) and tokenizer.fast
         self.report.tokenizer = {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size, **info, "tiktoken": fast}

@@ -32,7 +32,7 @@ class TokenizerSample:
 
     def __init__(self, sources: list[SourceFile], budget: int | None, rules: CleaningRules, text_field: str) -> None:
         self.sources, self.budget, self.rules, self.text_field = sources, budget, rules, text_field
-        self.chars = self.bytes = 0
+        self.chars = 0
         self.kept: list[str] = []
         self._kept_chars = 0
         total = sum(s.size for s in sources)
@@ -47,7 +47,7 @@ class TokenizerSample:
             taken = 0
             for raw in iter_sample(src, share, self.text_field):
                 for text, n in self._cleaned(raw, counts):
-                    self.chars, self.bytes, taken = self.chars + len(text), self.bytes + n, taken + len(text)
+                    self.chars, taken = self.chars + len(text), taken + len(text)
                     self.bar.update(n)
                     if self._kept_chars < VERIFY_CHARS:  # the start of many documents, rather than one long one
                         self.kept.append(text[:VERIFY_PIECE])
