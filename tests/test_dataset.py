@@ -92,6 +92,7 @@ def test_report_counts_every_kind_of_bad_input(tmp_path):
     (root / "good.txt").write_text(corpus_text(20_000))
     (root / "short.txt").write_text("hi")
     (root / "empty.txt").write_text(" \n\n ")
+    (root / "zero.txt").write_text("")
     (root / "bin.txt").write_bytes(b"\x00\x01\x02 binary")
     (root / "invalid.txt").write_bytes(b"caf\xe9 " + corpus_text(2000).encode())
     (root / "records.jsonl").write_text('{"text": "fine record here"}\n{broken\n{"body": "x"}\n{"text": 5}\n\n')
@@ -100,12 +101,12 @@ def test_report_counts_every_kind_of_bad_input(tmp_path):
     (tmp_path / "outside.txt").write_text("secret")
     cache = _prepare(root, tmp_path / "cache", cleaning={"min_doc_chars": 5})
     r = _report(cache)
-    assert r["files_found"] == 8 and r["files_read"] == 5 and r["files_skipped_count"] == 3
+    assert r["files_found"] == 9 and r["files_read"] == 6 and r["files_skipped_count"] == 3
     reasons = {os.path.basename(s["path"]): s["reason"] for s in r["files_skipped"]}
     assert reasons["bin.txt"] == "binary (NUL bytes)"
     assert reasons["nocol.parquet"].startswith("no column 'text'")
     assert "outside its source root" in reasons["escape.txt"]
-    assert r["documents_too_short"] == 2  # short.txt and empty.txt
+    assert r["documents_too_short"] == 3  # short.txt, empty.txt and zero.txt
     assert r["records_skipped"] == {"malformed JSON": 1, "no field 'text'": 1, "field 'text' is not a string": 1}
     assert any(e.endswith("records.jsonl:2: malformed JSON (Expecting property name enclosed in double quotes)")
                or ":2: malformed JSON" in e for e in r["record_errors"])  # fmt: skip

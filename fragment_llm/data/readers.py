@@ -272,6 +272,8 @@ def _text_items(src, index, val_from, _field, max_bytes, digest: list) -> Iterat
                 block = stream.read(PIECE_BYTES)
                 eof, buf = not block, buf + block
             if not buf:
+                if file_start:  # an empty file is an empty document: reported as too short
+                    yield Item("text", split, index, b"", file_start=True, disk_bytes=progress.take(True))
                 break
             cut, ends_doc = None, False
             if split == "train" and stream.reached(base, len(buf)):
