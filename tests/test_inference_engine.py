@@ -134,3 +134,10 @@ def test_seeds_reproduce_and_samples_differ(model):
 
 def test_zero_new_tokens_yields_nothing(model):
     assert run(model, max_new_tokens=0).numel() == 0
+
+
+def test_memory_does_not_grow_with_max_new_tokens(model):
+    """Only the context window is kept, so an effectively unbounded generation (REPL, stream) is fine."""
+    s = SamplingConfig(max_new_tokens=10**12, temperature=0, stop_at_eot=False)
+    steps = generate_tokens(model, PROMPT, s, 1, None)
+    assert len([next(steps) for _ in range(3 * BLOCK)]) == 3 * BLOCK

@@ -44,28 +44,32 @@ def generate_tokens(
     block = model.config.block_size
     keep = block + 1 - slide_tokens(block, s)  # context length right after a slide
     device = model.lm_head.weight.device
-    B, T = num_samples, len(prompt_ids)
-    tokens = torch.empty(B, T + s.max_new_tokens, dtype=torch.long, device=device)  # (B, T + new)
-    tokens[:, :T] = torch.tensor(list(prompt_ids), dtype=torch.long, device=device)
+    B = num_samples
     seen = None  # (B, vocab): tokens the repetition penalty applies to (the prompt and everything generated)
     if s.repetition_penalty != 1.0:
         seen = torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=device)
-        seen[:, tokens[0, :T]] = True
+        seen[:, torch.tensor(list(prompt_ids), device=device)] = True
+    # Only the context is kept: the window, then room for the token that may make it overflow.
+    window = torch.empty(B, block + 1, dtype=torch.long, device=device)  # (B, block + 1)
+    context = list(prompt_ids) if len(prompt_ids) <= block else list(prompt_ids)[-keep:]
+    n = len(context)  # the model sees window[:, :n]
+    window[:, :n] = torch.tensor(context, dtype=torch.long, device=device)
     cache = KVCache(model, B) if s.use_kv_cache else None
-    start = 0  # the model sees tokens[:, start:n]
-    for n in range(T, T + s.max_new_tokens):
-        if n - start > block:
+    for _ in range(s.max_new_tokens):
+        if n > block:
             if s.overflow == "stop":
                 return
-            start = n - keep
+            window[:, :keep] = window[:, n - keep : n].clone()  # slide: the oldest tokens leave
+            n = keep
             if cache is not None:
                 cache.reset()
         if cache is not None:
-            logits = forward_cached(model, tokens[:, start + cache.length : n], cache)  # (B, vocab)
+            logits = forward_cached(model, window[:, cache.length : n], cache)  # (B, vocab)
         else:
-            logits = model(tokens[:, start:n])[0][:, -1, :]  # the training forward, whole window
+            logits = model(window[:, :n])[0][:, -1, :]  # the training forward over the whole window
         nxt = next_token(logits, s, generator, seen)  # (B,)
-        tokens[:, n] = nxt
+        window[:, n] = nxt
+        n += 1
         if seen is not None:
             seen.scatter_(1, nxt[:, None], True)
         yield nxt
