@@ -59,6 +59,7 @@ def test_cached_and_uncached_generation_agree_through_the_api(lm):
     "key, value, message",
     [
         ("temperature", -0.5, "temperature=-0.5: must be >= 0"),
+        ("temperature", float("nan"), "temperature=nan: must be >= 0"),
         ("top_k", -1, "top_k=-1: must be >= 0"),
         ("top_p", 0.0, "top_p=0.0: must be in \\(0, 1\\]"),
         ("top_p", 1.5, "top_p=1.5"),

@@ -111,3 +111,10 @@ def test_generation_counts_tokens_and_time(bpe_model):
     generation, _ = bpe_model.prepare("the", s, num_samples=3)
     assert [len(step) for step in generation] == [3] * 13
     assert generation.tokens == 36 and generation.seconds > 0 and generation.tokens_per_second > 0
+
+
+def test_a_generation_runs_once(bpe_model):
+    generation, _ = bpe_model.prepare("the", SamplingConfig(max_new_tokens=2))
+    list(generation)
+    with pytest.raises(RuntimeError, match="runs once"):
+        list(generation)

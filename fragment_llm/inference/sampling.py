@@ -25,13 +25,13 @@ def check_sampling(s: Any) -> None:
 
     if s.max_new_tokens < 0:
         fail("max_new_tokens", "must be >= 0")
-    if s.temperature < 0:
+    if not s.temperature >= 0:  # written so that NaN fails too
         fail("temperature", "must be >= 0 (0 is greedy decoding)")
     if s.top_k is not None and s.top_k < 0:
         fail("top_k", "must be >= 0 (0 or null disables top-k)")
     if not 0 < s.top_p <= 1:
         fail("top_p", "must be in (0, 1] (1 disables nucleus sampling)")
-    if s.repetition_penalty <= 0:
+    if not s.repetition_penalty > 0:
         fail("repetition_penalty", "must be > 0 (1 disables it; 1.1-1.3 discourages repeats)")
     if isinstance(s.stop, str) or any(not isinstance(x, str) or not x for x in s.stop):
         fail("stop", "must be a list of non-empty strings, e.g. ['\\n\\n', 'THE END']")

@@ -123,7 +123,7 @@ class SampleText:
 
 
 class Generation:
-    """One batched generation; iterate it to run it. Each item is the new text of every sample.
+    """One batched generation; iterate it (once) to run it. Each item is the new text of every sample.
 
     Afterwards `texts` holds each sample's continuation and `tokens`/`seconds` the work done.
     """
@@ -142,8 +142,12 @@ class Generation:
         self.samples = [SampleText(tokenizer, settings.stop, settings.stop_at_eot) for _ in range(num_samples)]
         self.tokens = 0  # sampled tokens, all samples together
         self.seconds = 0.0
+        self.started = False
 
     def __iter__(self) -> Iterator[list[str]]:
+        if self.started:
+            raise RuntimeError("a Generation runs once; prepare a new one to generate again")
+        self.started = True
         start = time.perf_counter()
         try:
             steps = generate_tokens(self.model, self.prompt_ids, self.settings, self.num_samples, self.generator)
