@@ -41,7 +41,7 @@ class LoadedModel:
         self,
         model: GPT,
         tokenizer: Tokenizer,
-        checkpoint_path: Path,
+        checkpoint_path: Path | None,
         max_prompt_chars: int = GenerateConfig.max_prompt_chars,
         max_prompt_tokens: int = GenerateConfig.max_prompt_tokens,
     ) -> None:

@@ -42,7 +42,10 @@ def run_generate(cfg: Any, out: TextIO | None = None) -> None:
 
     if cfg.interactive:
         if sys.stdin.isatty():
-            import readline  # noqa: F401  (line editing and history for input())
+            try:
+                import readline  # noqa: F401  (line editing and history for input())
+            except ImportError:  # not on Windows
+                pass
         Repl(lm, settings, out=out).run(first_prompt=cfg.prompt)
         return
 
