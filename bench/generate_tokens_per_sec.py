@@ -13,6 +13,7 @@ Timings are the best of --repeats runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,11 @@ SHAPES = {
         n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, bias=False
     ),
     "default (conf/model/default.yaml, vocab 2048)": {
-        **OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "default.yaml")),
+        **{
+            k: v
+            for k, v in OmegaConf.load(REPO / "conf" / "model" / "default.yaml").items()
+            if k in {f.name for f in dataclasses.fields(GPTConfig)}  # the shape, not training-only keys
+        },
         "vocab_size": 2048,
     },
 }
