@@ -177,15 +177,35 @@ class TrainConfig:
 
 
 @dataclass
-class GenerateConfig:
-    ckpt: str | None = None  # a .ckpt file or a run directory; None: the newest run's last.ckpt
-    prompt: str | None = None  # None: unconditional generation from <|endoftext|>
+class SamplingConfig:
+    """How one generation request decodes; also the keyword arguments of `LoadedModel.generate`."""
+
     max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int | None = 200
-    seed: int = 1337
-    num_samples: int = 1
+    temperature: float = 0.8  # 0: greedy (argmax) decoding
+    top_k: int | None = 200  # keep the k most likely tokens; 0 or None: off
+    top_p: float = 1.0  # nucleus: keep the smallest set of tokens whose probability reaches top_p; 1: off
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the text (CTRL-style); 1: off
+    stop: list[str] = field(default_factory=list)  # end a sample at the first of these strings (not printed)
+    stop_at_eot: bool = True  # end a sample when the model emits <|endoftext|>
+    seed: int | None = None  # None: fresh randomness on every call
+    overflow: str = "slide"  # past block_size: slide (drop the oldest tokens) | stop
+    slide_tokens: int | None = None  # how far the window moves when it slides; None: block_size // 4
+    use_kv_cache: bool = True  # False recomputes the whole context every step (for comparison/debugging)
+
+
+@dataclass
+class GenerateConfig(SamplingConfig):
+    ckpt: str | None = None  # a .ckpt file or a run directory; None: the newest run's last.ckpt
     runs_dir: str = "outputs"  # searched for the newest last.ckpt
+    prompt: str | None = None  # None: unconditional generation from <|endoftext|>
+    seed: int | None = 1337  # the command line is reproducible by default
+    num_samples: int = 1  # generated together as one batch
+    stream: bool = True  # print tokens as they are produced
+    interactive: bool = False  # a prompt loop (REPL) instead of one generation
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto (bfloat16/float16 on GPUs, float32 on CPU) | float32 | bfloat16 | float16
+    max_prompt_chars: int = 100_000
+    max_prompt_tokens: int = 16_384
 
 
 def register_configs() -> None:
