@@ -18,12 +18,12 @@ import logging
 import re
 from typing import Any
 
+from fragment_llm.data.cleaning import CleaningCounts, CleaningRules, clean_text
 from fragment_llm.data.tokenizer import Tokenizer
 from fragment_llm.errors import PromptError
 
 log = logging.getLogger(__name__)
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 and C1 controls except \t and \n
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
@@ -34,10 +34,10 @@ def clean_prompt(text: str, max_chars: int) -> str:
             f"prompt is {len(text):,} characters; the limit is max_prompt_chars={max_chars:,}. "
             "Shorten the prompt (only its last tokens fit in the model's context anyway)."
         )
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text, removed = _CONTROL.subn("", text)
-    if removed:
-        log.warning("prompt: removed %d control character(s)", removed)
+    counts = CleaningCounts()
+    text = clean_text(text, CleaningRules(), counts)  # the same rules as the training text (NFC included)
+    if counts.control_chars_removed:
+        log.warning("prompt: removed %d control character(s)", counts.control_chars_removed)
     text = _SURROGATE.sub("\ufffd", text)
     if not text.strip():
         raise PromptError(
