@@ -88,7 +88,7 @@ class TrainerConfig:
     _target_: str = "lightning.pytorch.Trainer"
     accelerator: str = "auto"
     devices: Any = "auto"
-    strategy: str = "auto"
+    strategy: Any = "auto"  # a name ("ddp") or a strategy config with _target_ (see conf/trainer/fsdp.yaml)
     num_nodes: int = 1
     precision: str = "32-true"
     max_steps: int = 1000

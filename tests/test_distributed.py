@@ -1,0 +1,91 @@
+"""Scaling out with Lightning's strategies: presets, and real 2-process DDP on CPU (gloo)."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from tests.conftest import CONF_DIR, REPO_ROOT, compose_train, corpus_text
+
+
+def test_trainer_presets_compose(tmp_path):
+    ddp = compose_train(tmp_path, ["trainer=ddp"]).trainer
+    assert (ddp.accelerator, ddp.strategy, ddp.precision) == ("gpu", "ddp", "bf16-mixed")
+    cpu = compose_train(tmp_path, ["trainer=ddp_cpu"]).trainer
+    assert (cpu.accelerator, cpu.devices, cpu.strategy) == ("cpu", 2, "ddp")
+    nodes = compose_train(tmp_path, ["trainer=ddp", "trainer.num_nodes=4"]).trainer
+    assert nodes.num_nodes == 4 and nodes.max_steps == ddp.max_steps  # ddp inherits the default trainer
+
+
+def test_fsdp_preset_shards_per_transformer_block(tmp_path):
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from fragment_llm.model.gpt import Block
+
+    strategy = instantiate(compose_train(tmp_path, ["trainer=fsdp"]).trainer.strategy)
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy._state_dict_type == "full"  # checkpoints stay loadable by generate.py on one device
+    policy = strategy.kwargs["auto_wrap_policy"]
+    assert Block in policy._module_classes
+
+
+def test_slurm_launcher_preset_matches_the_trainer(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+
+
+def _train(tmp_path: Path, corpus: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [
+        str(REPO_ROOT / "train.py"), "data=text", f"data.path={corpus}", "model=tiny",
+        "tokenizer.vocab_size=300", "data.batch_size=8", "optimizer.warmup_steps=5", "optimizer.lr=3e-3",
+        "trainer.max_steps=30", "trainer.val_check_interval=15", "trainer.limit_val_batches=8",
+        "trainer.enable_model_summary=false", *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def _final_val_loss(log: str) -> float:
+    return float(re.findall(r"val/loss [\d.]+ -> ([\d.]+)", log)[-1])
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs the gloo backend")
+def test_two_process_ddp_on_cpu_trains_once_and_matches_single_process(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(corpus_text(100_000), encoding="utf-8")
+    single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
+    single_dir.mkdir(), ddp_dir.mkdir()
+
+    single = _train(single_dir, corpus, "trainer.accelerator=cpu", "trainer.devices=1")
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = _train(ddp_dir, corpus, "trainer=ddp_cpu")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+
+    runs = list((ddp_dir / "outputs" / "train").iterdir())
+    assert len(runs) == 1, runs  # both ranks wrote into the one run directory
+    run = runs[0]
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert checkpoints == ["best-step000030.ckpt", "last.ckpt"], checkpoints
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) >= 1
+    assert ddp.stdout.count("Run directory:") == 1  # the summary is printed by rank 0 only
+    assert "train_ddp_process_1.log" in os.listdir(run)  # rank 1 did run, logging beside rank 0
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 30
+
+    single_loss, ddp_loss = _final_val_loss(single.stdout), _final_val_loss(ddp.stdout)
+    assert 0.5 < ddp_loss / single_loss < 2.0, (single_loss, ddp_loss)
