@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from tests.conftest import CONF_DIR, REPO_ROOT, compose_train, corpus_text
 
@@ -89,3 +90,31 @@ def test_two_process_ddp_on_cpu_trains_once_and_matches_single_process(tmp_path)
 
     single_loss, ddp_loss = _final_val_loss(single.stdout), _final_val_loss(ddp.stdout)
     assert 0.5 < ddp_loss / single_loss < 2.0, (single_loss, ddp_loss)
+
+
+def test_only_the_first_process_builds_the_token_cache(tmp_path):
+    import threading
+    import time
+
+    from fragment_llm.data.pipeline import prepare_token_cache
+    from tests.conftest import compose_train
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(corpus_text(30_000), encoding="utf-8")
+    cfg = compose_train(tmp_path, ["data=text", f"data.path={corpus}", "tokenizer.vocab_size=300"])
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    tok = OmegaConf.to_container(cfg.tokenizer, resolve=True)
+    waited = {}
+
+    def other_rank():  # starts first, must not build: it waits for rank 0's cache
+        start = time.monotonic()
+        waited["cache"] = prepare_token_cache(data, tok, build=False)
+        waited["seconds"] = time.monotonic() - start
+
+    thread = threading.Thread(target=other_rank)
+    thread.start()
+    time.sleep(1.5)
+    assert thread.is_alive() and not list((tmp_path / "outputs" / ".data_cache").glob("*/manifest.json"))
+    built = prepare_token_cache(data, tok)  # rank 0
+    thread.join(timeout=60)
+    assert waited["cache"].directory == built.directory and waited["seconds"] >= 1.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import lightning.pytorch as pl
@@ -34,7 +35,9 @@ class TextDataModule(pl.LightningDataModule):
         self.val_set: TokenWindows | None = None
 
     def _cache(self) -> TokenCache:
-        return prepare_token_cache(self.data_cfg, self.tokenizer_cfg)
+        # Under DDP, only the first process of each node builds; the others wait for its cache.
+        local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+        return prepare_token_cache(self.data_cfg, self.tokenizer_cfg, build=local_rank == 0)
 
     def prepare_data(self) -> None:
         if self.cache is None:  # Lightning calls this again for each trainer.fit/validate

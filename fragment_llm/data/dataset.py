@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from torch.utils.data import Dataset
 
 from fragment_llm.data.shards import SHARD_NAME, token_dtype
 from fragment_llm.errors import DataError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ShardedTokens", "TokenCache", "TokenWindows", "token_dtype"]
 
@@ -76,6 +80,17 @@ class TokenCache:
 
     def tokens(self, split: str) -> ShardedTokens:
         return ShardedTokens(self.shard_paths(split), self.meta["dtype"])
+
+    @classmethod
+    def wait_for(cls, directory: Path, timeout_s: float = 24 * 3600, poll_s: float = 1.0) -> TokenCache:
+        """Open the cache another process is building, once it is finished (its manifest is renamed in last)."""
+        log.info("Waiting for the first process to build the token cache %s", directory)
+        deadline = time.monotonic() + timeout_s
+        while not (directory / "manifest.json").is_file():
+            if time.monotonic() > deadline:
+                raise DataError(f"{directory}: no token cache appeared after {timeout_s:.0f}s; did rank 0 fail?")
+            time.sleep(poll_s)
+        return cls.open(directory)
 
     @classmethod
     def open(cls, directory: Path) -> TokenCache:

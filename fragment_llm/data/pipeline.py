@@ -54,8 +54,12 @@ def as_configs(data: Mapping, tokenizer: Mapping) -> tuple[DataConfig, Tokenizer
     return d, t
 
 
-def prepare_token_cache(data: Mapping, tokenizer: Mapping) -> TokenCache:
-    """The token cache for this data and tokenizer config, built unless a finished one exists."""
+def prepare_token_cache(data: Mapping, tokenizer: Mapping, build: bool = True) -> TokenCache:
+    """The token cache for this data and tokenizer config, built unless a finished one exists.
+
+    With `build=False` (every process but the first on a node, under DDP) wait for the process that
+    builds it instead, so the corpus is encoded and the tokenizer trained once.
+    """
     d, t = as_configs(data, tokenizer)
     t0 = time.perf_counter()
     files, refused = discover_files(d.path, d.extensions, d.exclude_dirs, d.max_file_mb * 1e6)
@@ -78,6 +82,8 @@ def prepare_token_cache(data: Mapping, tokenizer: Mapping) -> TokenCache:
             f"{cache.meta['tokens']['val']:,}",
         )
         return cache
+    if not build:
+        return TokenCache.wait_for(directory)
     builder = _Builder(d, t, files, directory)
     builder.report.files_found = len(files) + len(refused)
     for r in refused:
