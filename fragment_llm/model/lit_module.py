@@ -91,8 +91,13 @@ class LitGPT(pl.LightningModule):
         if not torch.isfinite(loss):
             self._stop_on_non_finite(loss)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        if self._logging_step():
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
+
+    def _logging_step(self) -> bool:
+        """Whether Lightning writes this step's metrics: extra ones cost time only where they are kept."""
+        return (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0
 
     def _stop_on_non_finite(self, loss: torch.Tensor) -> None:
         step = self.global_step + 1  # the optimizer step this batch belongs to, counted from 1
@@ -106,7 +111,7 @@ class LitGPT(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Before clipping (Lightning clips after this hook), and unscaled under 16-bit mixed precision.
-        norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
+        norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None and self._logging_step()]
         if norms:
             self.log("train/grad_norm", torch.linalg.vector_norm(torch.stack(norms)), on_step=True, on_epoch=False)
 

@@ -23,44 +23,53 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """Every generator a training step may use, as tensors and plain values (loadable with weights_only)."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
-        "python": random.getstate(),
-    }
+def capture_rng_state(torch_only: bool = False) -> dict[str, Any]:
+    """The generators' states as tensors and plain values (loadable with weights_only)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if not torch_only:
+        _, keys, pos, has_gauss, gauss = np.random.get_state()
+        state["numpy"] = {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss}
+        state["numpy"]["gauss"] = gauss
+        state["python"] = random.getstate()
     return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
 
 
 class CarryRNGState(Callback):
-    """Restores the generators at each training batch start to their state at the previous batch end."""
+    """Restores torch's generators at each training batch start to their state at the previous batch end.
+
+    Python's and numpy's generators, which no training step draws from, are saved with the
+    checkpoint and restored on resume, without being carried step by step.
+    """
 
     def __init__(self) -> None:
-        self._state: dict[str, Any] | None = None
+        self._torch: dict[str, Any] | None = None
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int):
-        if self._state is not None:
-            restore_rng_state(self._state)
+        if self._torch is not None:
+            restore_rng_state(self._torch)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        self._state = capture_rng_state()
+        self._torch = capture_rng_state(torch_only=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self._state} if self._state is not None else {}
+        return {"rng": {**capture_rng_state(), **self._torch}} if self._torch is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._state = state_dict.get("rng")
+        state = state_dict.get("rng")
+        if state is not None:
+            restore_rng_state(state)  # python and numpy now; torch again at the first batch start
+            self._torch = {k: v for k, v in state.items() if k in ("torch", "cuda")}

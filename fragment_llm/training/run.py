@@ -209,7 +209,7 @@ def _finish(trainer: pl.Trainer, run_dir: Path, initial_val_loss: float | None, 
     last = Path(checkpoint_cb.last_model_path) if checkpoint_cb and checkpoint_cb.last_model_path else None
     last = last or run_dir / CHECKPOINTS / LAST
     saved_step = getattr(checkpoint_cb, "_last_global_step_saved", None)  # the step of the newest save
-    if trainer.state.status == "finished" and (saved_step != trainer.global_step or not last.exists()):
+    if saved_step != trainer.global_step or not last.exists():
         trainer.save_checkpoint(last, weights_only=False)  # the full state: steps since the last validation too
     speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
     result = {
@@ -222,7 +222,6 @@ def _finish(trainer: pl.Trainer, run_dir: Path, initial_val_loss: float | None, 
         "best_val_loss": _as_float(checkpoint_cb.best_model_score if checkpoint_cb else None),
         "global_step": trainer.global_step,
         "tokens_per_sec": speed.tokens_per_sec if speed else None,
-        "interrupted": trainer.interrupted,
     }
     if trainer.is_global_zero:
         _print_summary(result)
@@ -243,8 +242,6 @@ def _print_summary(result: dict[str, Any]) -> None:
         )
     if result["tokens_per_sec"]:
         log.info("Training throughput: %s tokens/s", f"{result['tokens_per_sec']:,.0f}")
-    if result["interrupted"]:
-        log.warning("Interrupted at step %d; the last checkpoint is kept.", result["global_step"])
     print(f"\nRun directory: {result['run_dir']}")
     print(f"Sample from it: python generate.py {command_arg('ckpt', result['last_ckpt'])}")
     print(f"Continue it:    python train.py {command_arg('resume', result['run_dir'])}")

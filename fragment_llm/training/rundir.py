@@ -81,12 +81,16 @@ def _job_name(num: int, overrides: list[str], sweeper_params: dict | None) -> st
     (Optuna's search space); if none can be told apart, all overrides but paths are named.
     The result is one safe path component of at most MAX_JOB_NAME characters.
     """
-    parser = OverridesParser.create()
-    keyed = [(parser.parse_override(o).key_or_group, o) for o in overrides]
+    parsed = [OverridesParser.create().parse_override(o) for o in overrides]
     swept = set(sweeper_params or {}) | _swept_on_command_line()
-    chosen = [o for k, o in keyed if k in swept] or [o for k, o in keyed if k not in UNNAMED_KEYS]
-    name = re.sub(r"[^\w.,=+\-]", "_", ",".join([str(num), *chosen]).replace(",", "_", 1))
+    chosen = [o for o in parsed if o.key_or_group in swept] or [o for o in parsed if o.key_or_group not in UNNAMED_KEYS]
+    named = ",".join(f"{o.key_or_group}={_short(o.value())}" for o in chosen)
+    name = re.sub(r"[^\w.,=+\-]", "_", f"{num}_{named}" if named else str(num))
     return name[:MAX_JOB_NAME]
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)  # Optuna's lr=0.0040155436... -> 0.004016
 
 
 def register_run_dir_resolvers() -> None:

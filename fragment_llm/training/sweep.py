@@ -72,9 +72,7 @@ class SweepSummary(Callback):
         for row in rows:
             loss = row.get("best_val_loss")
             shown = f"{loss:.4f}" if _is_number(loss) else "   -  "
-            lines.append(
-                f"  {shown}  job {row.get('job')}  {row.get('status')}  {' '.join(row.get('overrides') or [])}"
-            )
+            lines.append(f"  {shown}  {Path(str(row.get('run_dir'))).name}  {row.get('status')}")
         log.info("\n".join(lines))
         failed = sum(row.get("status") != "ok" for row in rows)
         if failed:
