@@ -102,22 +102,25 @@ class LitGPT(pl.LightningModule):
     def _stop_on_non_finite(self, loss: torch.Tensor) -> None:
         step = self.global_step + 1  # the optimizer step this batch belongs to, counted from 1
         ckpt = self.trainer.checkpoint_callback
-        kept = f"The last good checkpoint is {ckpt.last_model_path}." if ckpt and ckpt.last_model_path else ""
+        kept = f"The last good checkpoint is {ckpt.last_model_path}. " if ckpt and ckpt.last_model_path else ""
         raise TrainingError(
-            f"train/loss is {loss.item()} at step {step}; training stopped. {kept} "
+            f"train/loss is {loss.item()} at step {step}; training stopped. {kept}"
             "Lower optimizer.lr, lengthen optimizer.warmup_steps or keep trainer.gradient_clip_val, "
             "then continue with ckpt_path=last and the changed values."
         )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Before clipping (Lightning clips after this hook), and unscaled under 16-bit mixed precision.
-        norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None and self._logging_step()]
+        if not self._logging_step():
+            return
+        norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
         if norms:
             self.log("train/grad_norm", torch.linalg.vector_norm(torch.stack(norms)), on_step=True, on_epoch=False)
 
     def on_validation_epoch_start(self) -> None:
-        # [summed loss in nats, tokens, summed loss over text tokens, their bytes]
-        self._val_sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        # [summed loss in nats, tokens, summed loss over text tokens, their bytes]; MPS has no float64
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        self._val_sums = torch.zeros(4, dtype=dtype, device=self.device)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -64,7 +64,7 @@ def recompose_for_resume(cfg: DictConfig, overrides_now: list[str]) -> tuple[Dic
     if cfg.resume is None and cfg.ckpt_path is None:
         return cfg, overrides_now
     run_dir = Path(cfg.paths.output_dir).resolve()
-    ckpt = resume_checkpoint(cfg.resume, cfg.ckpt_path, run_dir, Path(cfg.paths.log_dir) / cfg.task_name)
+    ckpt = resume_checkpoint(cfg.resume, cfg.ckpt_path, run_dir, Path(cfg.paths.log_dir).resolve() / cfg.task_name)
     checkpoint = load_checkpoint_safely(ckpt, mmap=True)  # memory-mapped: only the small metadata is read
     merged = merge_overrides(stored_overrides(checkpoint, ckpt), overrides_now)
     log.info("Resuming %s with overrides: %s", ckpt, " ".join(merged) or "(none)")
