@@ -1,25 +1,57 @@
 """Train a GPT on your text: `python train.py [group=choice] [key=value ...]` (see README.md)."""
 
+import logging
+import math
 import sys
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fragment_llm.config import register_configs
-from fragment_llm.errors import FragmentLLMError
+from fragment_llm.errors import ConfigError, FragmentLLMError
+from fragment_llm.training.resume import recompose_for_resume
 from fragment_llm.training.run import train
+from fragment_llm.training.sweep import RESULT_FILE, write_job_result
 
 register_configs()
+log = logging.getLogger("train")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    overrides = list(hydra_cfg.overrides.task)
+    record = {"job": hydra_cfg.job.get("num", 0), "overrides": overrides, "run_dir": hydra_cfg.runtime.output_dir}
     try:
-        result = train(cfg)
+        if sweeping and (cfg.resume is not None or cfg.ckpt_path is not None):
+            raise ConfigError("resume/ckpt_path continue one run; they cannot be combined with a sweep (-m).")
+        cfg, overrides = recompose_for_resume(cfg, overrides)  # a resumed run gets its own overrides back
+        record["overrides"] = overrides
+        result = train(cfg, overrides)
     except FragmentLLMError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    return result["best_val_loss"]  # the metric a sweeper minimizes
+        if not sweeping:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        log.error("Sweep job %s failed: %s", record["job"], e)
+        if not (Path(record["run_dir"]) / RESULT_FILE).exists():  # never over another run's record
+            write_job_result(Path(record["run_dir"]), {**record, "status": f"failed: {e}"})
+        return math.nan  # the sweep goes on; the summary lists this job as failed
+    best = result["best_val_loss"]
+    write_job_result(
+        Path(result["run_dir"]),
+        {
+            **record,
+            **{k: result[k] for k in ("best_val_loss", "val_loss")},
+            "steps": result["global_step"],
+            "status": "ok",
+            "run_dir": result["run_dir"],
+        },
+    )
+    return best if best is not None else math.nan  # the metric a sweeper (e.g. Optuna) minimizes
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from fragment_llm.errors import ConfigError
+from fragment_llm.training.rundir import register_run_dir_resolvers
 
 # `${python_stdlib:}` resolves to this interpreter's standard library: the embedded default corpus.
 if not OmegaConf.has_resolver("python_stdlib"):
     OmegaConf.register_new_resolver("python_stdlib", lambda: sysconfig.get_paths()["stdlib"])
+register_run_dir_resolvers()  # hydra.run.dir, hydra.output_subdir and sweep job names (conf/hydra/default.yaml)
 
 
 @dataclass
@@ -69,6 +71,7 @@ class ModelConfig:
     block_size: int = 128
     dropout: float = 0.0
     bias: bool = False
+    compile: bool = False  # torch.compile the training forward; falls back to eager, with a warning, if it fails
 
 
 @dataclass
@@ -90,12 +93,12 @@ class TrainerConfig:
     devices: Any = "auto"
     strategy: Any = "auto"  # a name ("ddp") or a strategy config with _target_ (see conf/trainer/fsdp.yaml)
     num_nodes: int = 1
-    precision: str = "32-true"
+    precision: str = "auto"  # auto: fp32 on CPU, bf16-mixed on GPUs that have bf16, else 16-mixed
     max_steps: int = 1000
     max_epochs: int = -1
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = 1.0
-    val_check_interval: Any = 100  # int: every N training batches (counted across epochs)
+    val_check_interval: Any = 100  # int: every N optimizer steps (N x accumulate_grad_batches batches)
     check_val_every_n_epoch: int | None = None
     limit_val_batches: Any = None  # None: all; int: that many batches; float: that fraction
     limit_train_batches: Any = None
@@ -126,22 +129,39 @@ class ModelCheckpointConfig:
 
 
 @dataclass
-class LearningRateMonitorConfig:
-    _target_: str = "lightning.pytorch.callbacks.LearningRateMonitor"
-    logging_interval: str = "step"
-
-
-@dataclass
 class ProgressBarConfig:
     _target_: str = "fragment_llm.training.progress.StepProgressBar"
     refresh_rate: int = 1
 
 
 @dataclass
+class SpeedMonitorConfig:
+    _target_: str = "fragment_llm.training.monitoring.SpeedMonitor"
+
+
+@dataclass
+class HParamsConfig:
+    _target_: str = "fragment_llm.training.monitoring.HParamsWithBestLoss"
+
+
+@dataclass
+class TextSamplesConfig:
+    _target_: str = "fragment_llm.training.samples.TextSamples"
+    prompts: list[str | None] = field(default_factory=lambda: [None])  # None: unconditional, from <|endoftext|>
+    every_n_validations: int = 1
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int | None = 200
+    seed: int = 1337
+
+
+@dataclass
 class CallbacksConfig:
     model_checkpoint: ModelCheckpointConfig | None = field(default_factory=ModelCheckpointConfig)
-    lr_monitor: LearningRateMonitorConfig | None = field(default_factory=LearningRateMonitorConfig)
     progress_bar: ProgressBarConfig | None = field(default_factory=ProgressBarConfig)
+    speed: SpeedMonitorConfig | None = field(default_factory=SpeedMonitorConfig)
+    hparams: HParamsConfig | None = field(default_factory=HParamsConfig)
+    samples: TextSamplesConfig | None = field(default_factory=TextSamplesConfig)
 
 
 @dataclass
@@ -173,7 +193,9 @@ class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     task_name: str = "train"
     seed: int = 1337
-    ckpt_path: str | None = None  # Lightning's: resume from this checkpoint
+    ckpt_path: str | None = None  # "last": this task's newest run; or a checkpoint file to continue from
+    resume: str | None = None  # a run directory to continue (its checkpoints/last.ckpt)
+    tokens_per_step: int | None = None  # derives trainer.accumulate_grad_batches from the tokens per optimizer step
 
 
 @dataclass
@@ -264,6 +286,26 @@ def validate_train_config(cfg: DictConfig) -> None:
         _fail("optimizer.betas", list(o.betas), "must be two numbers in [0, 1)", "Use e.g. [0.9, 0.95]")
     if o.weight_decay < 0:
         _fail("optimizer.weight_decay", o.weight_decay, "must be >= 0", "Use 0 to disable weight decay")
+    if cfg.resume is not None and cfg.ckpt_path is not None:
+        _fail("resume", cfg.resume, "and ckpt_path are both set", "Give one: resume=<run dir> or ckpt_path=last|<file>")
+    if cfg.tokens_per_step is not None:
+        if cfg.tokens_per_step <= 0:
+            _fail("tokens_per_step", cfg.tokens_per_step, "must be positive", "Use e.g. tokens_per_step=491520")
+        if tr.accumulate_grad_batches != 1:
+            _fail(
+                "trainer.accumulate_grad_batches",
+                tr.accumulate_grad_batches,
+                "is set together with tokens_per_step, which derives it",
+                "Give only one of them",
+            )
+    samples = cfg.callbacks.get("samples")
+    if samples is not None:
+        if samples.every_n_validations < 1:
+            _fail("callbacks.samples.every_n_validations", samples.every_n_validations, "must be >= 1", "Use e.g. 1")
+        if samples.max_new_tokens < 1:
+            _fail("callbacks.samples.max_new_tokens", samples.max_new_tokens, "must be >= 1", "Use e.g. 200")
+        if samples.temperature < 0:
+            _fail("callbacks.samples.temperature", samples.temperature, "must be >= 0", "Use 0 for greedy")
 
 
 MAX_VOCAB_SIZE = 2**20  # far beyond any small GPT; also the limit for a tokenizer file we load

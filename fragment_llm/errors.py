@@ -26,3 +26,7 @@ class CheckpointError(FragmentLLMError):
 
 class PromptError(FragmentLLMError):
     """A prompt or sampling setting is unusable."""
+
+
+class TrainingError(FragmentLLMError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what was kept and what to try."""

@@ -93,3 +93,74 @@ def test_generate_config_composes():
     assert {"max_new_tokens", "temperature", "top_k", "seed"} <= set(cfg.keys())
     with pytest.raises(ConfigCompositionException):
         compose_config("generate", ["temprature=1.0"])
+
+
+def test_shakespeare_char_preset_is_nanogpts_gpu_recipe(tmp_path):
+    cfg = compose_train(tmp_path, ["experiment=shakespeare_char", "data.path=/x/input.txt"])
+    m = cfg.model
+    assert (m.n_layer, m.n_head, m.n_embd, m.block_size, m.dropout) == (6, 6, 384, 256, 0.2)
+    assert cfg.data.batch_size == 64 and cfg.trainer.max_steps == 5000 and cfg.tokenizer.kind == "char"
+    assert cfg.trainer.precision == "auto" and m.compile
+    validate_train_config(cfg)
+
+
+def test_gpt2_small_preset_is_124m_parameters(tmp_path):
+    import torch
+
+    from fragment_llm.model.gpt import GPT, GPTConfig
+
+    cfg = compose_train(tmp_path, ["experiment=gpt2_small", "data.path=/x"])
+    shape = {k: v for k, v in cfg.model.items() if k != "compile"}
+    with torch.device("meta"):  # no memory, no time: only the shapes
+        gpt = GPT(GPTConfig(**shape, vocab_size=cfg.tokenizer.vocab_size))
+    assert round(gpt.num_params(non_embedding=False) / 1e6) == 124
+    assert cfg.tokens_per_step == 12 * 1024 * 40 and cfg.trainer.accumulate_grad_batches == 1
+    validate_train_config(cfg)
+
+
+@pytest.mark.parametrize("preset", ["fast", "fast_dev_run", "overfit", "profiler"])
+def test_debug_presets_compose(tmp_path, preset):
+    cfg = compose_train(tmp_path, [f"debug={preset}"])
+    validate_train_config(cfg)
+    assert cfg.task_name.startswith("debug")
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["resume=/x", "ckpt_path=last"], "resume"),
+        (["tokens_per_step=0"], "tokens_per_step"),
+        (["tokens_per_step=4096", "trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches"),
+        (["callbacks.samples.every_n_validations=0"], "callbacks.samples.every_n_validations"),
+    ],
+)
+def test_training_option_errors_name_the_key(tmp_path, overrides, key):
+    with pytest.raises(ConfigError) as exc:
+        validate_train_config(compose_train(tmp_path, overrides))
+    assert str(exc.value).startswith(key + "=")
+
+
+def test_precision_auto_picks_what_the_hardware_does_well(monkeypatch):
+    import torch
+
+    from fragment_llm.training.precision import resolve_precision
+
+    assert resolve_precision("bf16-mixed", "auto") == ("bf16-mixed", "as configured")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_precision("auto", "auto")[0] == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Some GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: True)
+    assert resolve_precision("auto", "gpu")[0] == "bf16-mixed"
+    assert resolve_precision("auto", "cpu")[0] == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: False)
+    assert resolve_precision("auto", "auto")[0] == "16-mixed"
+
+
+def test_tokens_per_step_derives_the_accumulation():
+    from fragment_llm.training.run import accumulate_batches
+
+    assert accumulate_batches(491_520, 12, 1024, 1) == 40
+    assert accumulate_batches(491_520, 12, 1024, 8) == 5
+    assert accumulate_batches(1000, 8, 64, 1) == 2  # 1024 tokens: the nearest whole number of batches
+    assert accumulate_batches(10, 8, 64, 4) == 1

@@ -1,5 +1,6 @@
 """The whole pipeline, as a user runs it: compose the real config, train, sample."""
 
+import math
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fragment_llm.data.tokenizer import tokenizer_from_json
@@ -25,6 +27,9 @@ TINY = [
     "trainer.val_check_interval=40",
     "trainer.limit_val_batches=8",
     "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=5",
+    'callbacks.samples.prompts=["KING:",null]',
+    "callbacks.samples.max_new_tokens=30",
 ]
 
 
@@ -48,14 +53,28 @@ def test_training_lowers_val_loss_and_writes_the_run(trained_run):
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert Path(result["best_ckpt"]).is_file()
     assert (run / "tokenizer.json").is_file() and (run / "config.yaml").is_file()
-    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert events
-    tags = set()
-    for event_file in events:
-        acc = EventAccumulator(str(event_file))
-        acc.Reload()
-        tags |= set(acc.Tags()["scalars"])
-    assert {"train/loss", "val/loss"} <= tags and any(t.startswith("lr-") for t in tags)
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    scalars = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_sec", "hp/best_val_loss"}
+    assert scalars | {"val/loss", "val/ppl", "val/bpb"} <= set(acc.Tags()["scalars"])
+    val = {e.step: e.value for e in acc.Scalars("val/loss")}
+    ppl = {e.step: e.value for e in acc.Scalars("val/ppl")}
+    assert ppl[max(ppl)] == pytest.approx(math.exp(val[max(val)]), rel=1e-5)
+    plugins = plugin_event_accumulator.EventAccumulator(str(run / "tensorboard"))
+    plugins.Reload()
+    assert "_hparams_/session_start_info" in plugins.PluginTagToContent("hparams")  # config linked to best val/loss
+
+
+def test_samples_from_fixed_prompts_are_in_tensorboard(trained_run):
+    result, _ = trained_run
+    acc = plugin_event_accumulator.EventAccumulator(str(Path(result["run_dir"]) / "tensorboard"))
+    acc.Reload()
+    texts = {tag: acc.Tensors(tag) for tag in acc.PluginTagToContent("text")}
+    assert set(texts) == {"samples/0/text_summary", "samples/1/text_summary"}  # "KING:" and unconditional
+    kings = texts["samples/0/text_summary"]
+    assert [e.step for e in kings] == [40, 80]  # after each validation
+    first = kings[0].tensor_proto.string_val[0].decode()
+    assert "KING:" in first and len(first) > 40
 
 
 def test_checkpoint_is_self_describing_and_safe_to_load(trained_run):

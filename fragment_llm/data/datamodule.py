@@ -7,10 +7,12 @@ import os
 from typing import Any
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader, RandomSampler
+import torch
+from torch.utils.data import DataLoader
 
 from fragment_llm.data.dataset import TokenCache, TokenWindows
 from fragment_llm.data.pipeline import prepare_token_cache
+from fragment_llm.data.sampler import ResumableRandomSampler
 from fragment_llm.data.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -59,10 +61,35 @@ class TextDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, sampler=self._train_sampler(), drop_last=True)
 
-    def _train_sampler(self) -> RandomSampler:
-        """Random window offsets, drawn with replacement; an epoch is about one pass over the train tokens."""
-        num_samples = max(self.data_cfg["batch_size"], self.tokens_per_epoch // self.block_size)
-        return RandomSampler(self.train_set, replacement=True, num_samples=num_samples)
+    def _train_sampler(self) -> ResumableRandomSampler:
+        """Random window offsets, drawn with replacement; a pass is about one pass over the train tokens.
+
+        The order follows from the seed (torch's, as `seed_everything` set it, or the one a resumed
+        checkpoint recorded) and the number of windows trained on so far, which Lightning restores
+        with its loop state when a run resumes.
+        """
+        batch_size = self.data_cfg["batch_size"]
+        num_samples = max(batch_size, self.tokens_per_epoch // self.block_size)
+
+        def samples_consumed() -> int:  # by all processes: DDP deals one sequence out to the ranks
+            if self.trainer is None:
+                return 0
+            batches = self.trainer.fit_loop.epoch_loop.batch_progress.total.processed
+            return batches * batch_size * self.trainer.world_size
+
+        seed = (getattr(self, "_sampler_resume", None) or {}).get("seed", torch.initial_seed())
+        self._sampler = ResumableRandomSampler(len(self.train_set), num_samples, seed, position=samples_consumed)
+        return self._sampler
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: the sampler's seed, and (for the record) the windows trained on."""
+        sampler = getattr(self, "_sampler", None)
+        if sampler is None:
+            return {}
+        return {"sampler": {"seed": sampler.seed, "samples_consumed": sampler.position()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._sampler_resume = dict(state_dict.get("sampler") or {})
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

@@ -1,4 +1,4 @@
-"""LightningModule around the pure GPT: loss logging, AdamW and the LR schedule.
+"""LightningModule around the pure GPT: losses and metrics, AdamW and the LR schedule, optional torch.compile.
 
 Hyperparameters are saved as plain dicts and the tokenizer as its JSON text, so a
 checkpoint describes itself and loads with `torch.load(..., weights_only=True)`.
@@ -6,13 +6,19 @@ checkpoint describes itself and loads with `torch.load(..., weights_only=True)`.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch.nn import functional as F
 
+from fragment_llm.errors import TrainingError
 from fragment_llm.model.gpt import GPT, GPTConfig
+from fragment_llm.training.metrics import token_byte_lengths
+
+log = logging.getLogger(__name__)
 
 
 def warmup_cosine(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
@@ -26,27 +32,112 @@ def warmup_cosine(step: int, lr: float, min_lr: float, warmup_steps: int, decay_
 
 
 class LitGPT(pl.LightningModule):
-    def __init__(self, model: dict[str, Any], optimizer: dict[str, Any], tokenizer_json: str | None = None) -> None:
+    """Logs train/loss, train/lr, train/grad_norm and, per validation, val/loss, val/ppl and val/bpb.
+
+    `run_config` (the resolved training config) and `overrides` (the command-line overrides
+    that produced it) ride along in the checkpoint's hyperparameters, so a run can be resumed
+    with its own settings and compared with others in TensorBoard's HPARAMS tab.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optimizer: dict[str, Any],
+        tokenizer_json: str | None = None,
+        compile: bool = False,
+        run_config: dict[str, Any] | None = None,
+        overrides: list[str] | None = None,
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["tokenizer_json"])
+        self.save_hyperparameters(ignore=["tokenizer_json", "compile"])
         self.model = GPT(GPTConfig(**model))
         self.optimizer_cfg = dict(optimizer)
         self.tokenizer_json = tokenizer_json
+        # Bytes per token id, for bits per byte; not a parameter, not saved (it comes from the tokenizer).
+        lengths = token_byte_lengths(tokenizer_json) if tokenizer_json else torch.zeros(0, dtype=torch.long)
+        self.register_buffer("token_bytes", lengths, persistent=False)
+        self.compile_requested = compile
+        self._train_forward = self.model.forward  # replaced by the compiled forward in on_fit_start
+        self._compile_checked = True
+        self._val_sums: torch.Tensor | None = None
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch  # (B, T), (B, T)
-        _, loss = self.model(x, y)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+    def on_fit_start(self) -> None:
+        if self.compile_requested and self._train_forward == self.model.forward:
+            self._train_forward = torch.compile(self.model.forward)
+            self._compile_checked = False  # compilation happens, or fails, at the first call
+
+    def _forward_train(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self._compile_checked:
+            return self._train_forward(x, y)[1]
+        try:
+            loss = self._train_forward(x, y)[1]
+        except Exception as e:  # no C compiler, no Triton, an unsupported platform: train on, uncompiled
+            log.warning(
+                "model.compile=true: torch.compile failed (%s: %s); training continues without compilation.",
+                type(e).__name__,
+                str(e).strip().splitlines()[0] if str(e).strip() else "",
+            )
+            self._train_forward = self.model.forward
+            loss = self._train_forward(x, y)[1]
+        self._compile_checked = True
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        _, loss = self.model(x, y)
-        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch  # (B, T), (B, T)
+        loss = self._forward_train(x, y)
+        if not torch.isfinite(loss):
+            self._stop_on_non_finite(loss)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        if self._logging_step():
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
+
+    def _logging_step(self) -> bool:
+        """Whether Lightning writes this step's metrics: extra ones cost time only where they are kept."""
+        return (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0
+
+    def _stop_on_non_finite(self, loss: torch.Tensor) -> None:
+        step = self.global_step + 1  # the optimizer step this batch belongs to, counted from 1
+        ckpt = self.trainer.checkpoint_callback
+        kept = f"The last good checkpoint is {ckpt.last_model_path}. " if ckpt and ckpt.last_model_path else ""
+        raise TrainingError(
+            f"train/loss is {loss.item()} at step {step}; training stopped. {kept}"
+            "Lower optimizer.lr, lengthen optimizer.warmup_steps or keep trainer.gradient_clip_val, "
+            "then continue with ckpt_path=last and the changed values."
+        )
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Before clipping (Lightning clips after this hook), and unscaled under 16-bit mixed precision.
+        if not self._logging_step():
+            return
+        norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
+        if norms:
+            self.log("train/grad_norm", torch.linalg.vector_norm(torch.stack(norms)), on_step=True, on_epoch=False)
+
+    def on_validation_epoch_start(self) -> None:
+        # [summed loss in nats, tokens, summed loss over text tokens, their bytes]; MPS has no float64
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        self._val_sums = torch.zeros(4, dtype=dtype, device=self.device)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits, _ = self.model(x, y)  # (B, T, vocab)
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none")  # (B*T,)
+        nbytes = self.token_bytes[y.flatten()] if self.token_bytes.numel() else torch.zeros_like(y.flatten())
+        text_nll = nll * (nbytes > 0)  # special tokens have no bytes: left out of bits per byte
+        sums = torch.stack([nll.sum(), nll.new_tensor(nll.numel()), text_nll.sum(), nbytes.sum().to(nll)])
+        self._val_sums += sums.to(self._val_sums)
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")  # over all processes
+        loss = sums[0] / sums[1]
+        self.log("val/loss", loss.float(), prog_bar=True)
+        self.log("val/ppl", loss.exp().float())
+        if sums[3] > 0:
+            self.log("val/bpb", (sums[2] / (math.log(2) * sums[3])).float())
 
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.optimizer_cfg

@@ -9,13 +9,37 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from fragment_llm.config import validate_train_config
 from fragment_llm.data.datamodule import TextDataModule
+from fragment_llm.errors import CheckpointError, ConfigError
 from fragment_llm.model.lit_module import LitGPT
-from fragment_llm.training.progress import StepProgressBar
+from fragment_llm.training.checkpoint_io import (
+    FlushLogsOnCheckpoint,
+    SafeCheckpointIO,
+    atomic_write,
+    load_checkpoint_safely,
+)
+from fragment_llm.training.monitoring import SpeedMonitor
+from fragment_llm.training.precision import resolve_precision
+from fragment_llm.training.resume import RESUME_KEYS, config_changes, plain
+from fragment_llm.training.rng import CarryRNGState
+from fragment_llm.training.rundir import (
+    CHECKPOINTS,
+    LAST,
+    refuse_existing_run,
+    remove_partial_checkpoints,
+    resume_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +47,29 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 # Lightning 2.6 with torch >= 2.10 warns about its own use of a torch internal; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+# Only a resumed run finds its checkpoint directory in use (a fresh run refuses such a directory).
+warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+# Our train sampler resumes from Lightning's restored batch counter (data/sampler.py), mid-epoch included.
+warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train a model as `cfg` describes; return the run directory, checkpoint paths and val losses."""
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train a model as `cfg` describes; return the run directory, checkpoint paths and val losses.
+
+    `overrides` (the command-line overrides behind `cfg`) are stored in the checkpoints, so
+    `train.py` can resume the run with its own settings.
+    """
     validate_train_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    runs_root = Path(cfg.paths.log_dir).resolve() / cfg.task_name
+    resume_from = resume_checkpoint(cfg.resume, cfg.ckpt_path, run_dir, runs_root)
+    checkpoint = load_checkpoint_safely(resume_from, mmap=True) if resume_from else None  # refuses pickles early
+    is_main = rank_zero_only.rank == 0  # multi-process runs start this function in every process
+    if is_main:
+        _prepare_run_dir(run_dir, resuming=resume_from is not None)
 
+    trainer = _build_trainer(cfg, resume_step=checkpoint["global_step"] if checkpoint else None)
     datamodule = TextDataModule(
         data=OmegaConf.to_container(cfg.data, resolve=True),
         tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
@@ -41,7 +78,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     tokenizer = datamodule.tokenizer
-    tokenizer.save(run_dir / "tokenizer.json")
     log.info(
         "Data: %s train / %s val tokens, vocabulary %d (%s)",
         f"{datamodule.cache.meta['tokens']['train']:,}",
@@ -49,42 +85,143 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         tokenizer.vocab_size,
         tokenizer.kind,
     )
-
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    compile_model = model_cfg.pop("compile")
+    run_config = {k: v for k, v in plain(cfg).items() if k not in RESUME_KEYS}
     model = LitGPT(
-        model={**OmegaConf.to_container(cfg.model, resolve=True), "vocab_size": tokenizer.vocab_size},
+        model={**model_cfg, "vocab_size": tokenizer.vocab_size},
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         tokenizer_json=tokenizer.to_json(),
+        compile=compile_model,
+        run_config=run_config,
+        overrides=list(overrides or []),
     )
     log.info("Model: %.2fM parameters", model.model.num_params() / 1e6)
-
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    logger = instantiate(cfg.logger) if cfg.logger is not None else False
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    if checkpoint is not None:
+        _check_resumable(checkpoint, model, resume_from)
+    if is_main:
+        text = OmegaConf.to_yaml(cfg, resolve=True)
+        atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()))
+        tokenizer.save(run_dir / "tokenizer.json")
 
     initial_val_loss = None
-    if cfg.ckpt_path is None and trainer.limit_val_batches != 0:
+    if resume_from is None and trainer.limit_val_batches != 0:
         # The untrained model's loss is the baseline the user (and the tests) compare against.
         initial_val_loss = trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/loss"]
         log.info("Initial val/loss %.4f", initial_val_loss)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    return _finish(trainer, run_dir, initial_val_loss, resume_from)
 
+
+def _prepare_run_dir(run_dir: Path, resuming: bool) -> None:
+    if not resuming:
+        refuse_existing_run(run_dir)
+    for stale in remove_partial_checkpoints(run_dir):
+        log.info("Removed %s, left by a save that was interrupted", stale.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _build_trainer(cfg: DictConfig, resume_step: int | None) -> pl.Trainer:
+    precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    log.info("Precision: %s (%s)", precision, why)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress bar callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    callbacks += [CarryRNGState(), FlushLogsOnCheckpoint()]  # exact, complete resumes depend on them
+    logger: Any = False
+    if cfg.logger is not None:
+        extra = {}
+        if resume_step is not None and cfg.logger._target_.endswith("TensorBoardLogger"):
+            # TensorBoard hides what the interrupted run logged after its checkpoint; the resumed run relogs it.
+            extra["purge_step"] = resume_step
+        logger = instantiate(cfg.logger, **extra)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, precision=precision, callbacks=callbacks, logger=logger, plugins=[SafeCheckpointIO()]
+    )
+    _refuse_multiprocess_sweep(trainer)
+    if cfg.tokens_per_step is not None:
+        trainer.accumulate_grad_batches = accumulate_batches(  # a plain Trainer attribute
+            cfg.tokens_per_step, cfg.data.batch_size, cfg.model.block_size, trainer.world_size
+        )
+    if isinstance(trainer.val_check_interval, int):  # we count optimizer steps; Lightning counts batches
+        trainer.val_check_interval *= trainer.accumulate_grad_batches
+    if trainer.strategy.root_device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls where fp32 remains (as nanoGPT)
+    return trainer
+
+
+def _refuse_multiprocess_sweep(trainer: pl.Trainer) -> None:
+    """`-m` with a subprocess-launched DDP: each child re-runs the command line, and so the whole sweep."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    if isinstance(getattr(trainer.strategy, "launcher", None), _SubprocessScriptLauncher):
+        raise ConfigError(
+            f"trainer.devices={trainer.num_devices}, trainer.num_nodes={trainer.num_nodes} in a sweep (-m): Lightning "
+            "starts the extra processes by re-running the command line, so every one of them would run the whole "
+            "sweep again. Give each sweep job one device (trainer.devices=1), or start multi-device runs one by one."
+        )
+
+
+def accumulate_batches(tokens_per_step: int, batch_size: int, block_size: int, world_size: int) -> int:
+    """Batches to accumulate per optimizer step so that a step sees about `tokens_per_step` tokens."""
+    per_batch = batch_size * block_size * world_size
+    accumulate = max(1, round(tokens_per_step / per_batch))
+    how = f"{accumulate} batches x {batch_size} x {block_size} tokens x {world_size} processes"
+    if accumulate * per_batch != tokens_per_step:
+        log.warning(
+            "tokens_per_step=%d is not a multiple of %d tokens per batch: using %s = %d tokens per step",
+            tokens_per_step,
+            per_batch,
+            how,
+            accumulate * per_batch,
+        )
+    else:
+        log.info("tokens_per_step=%d: %s", tokens_per_step, how)
+    return accumulate
+
+
+def _check_resumable(checkpoint: dict[str, Any], model: LitGPT, path: Path) -> None:
+    """Refuse a resume that would load weights into a different model or read data with another tokenizer."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    changed = config_changes(hparams.get("model") or {}, dict(model.hparams["model"]))
+    if changed:
+        raise CheckpointError(
+            f"{path}: this config builds a different model ({'; '.join(changed)}). A resumed run keeps its shape; "
+            "drop those overrides (the run's own settings are applied when resuming)."
+        )
+    if checkpoint.get("tokenizer") != model.tokenizer_json:
+        raise CheckpointError(
+            f"{path}: the data or tokenizer settings give a different tokenizer than the run was trained with. "
+            "Resume with the run's data.* and tokenizer.* values, or start a new run."
+        )
+    changes = config_changes(hparams.get("run_config") or {}, model.hparams["run_config"])
+    log.info(
+        "Resuming from %s (step %d)%s",
+        path,
+        checkpoint["global_step"],
+        "; changed: " + "; ".join(changes) if changes else " with the run's settings",
+    )
+
+
+def _finish(trainer: pl.Trainer, run_dir: Path, initial_val_loss: float | None, resumed: Path | None) -> dict:
     checkpoint_cb = trainer.checkpoint_callback
     last = Path(checkpoint_cb.last_model_path) if checkpoint_cb and checkpoint_cb.last_model_path else None
-    if last is None or not last.exists():  # e.g. no checkpoint callback configured: still keep the result
-        last = run_dir / "checkpoints" / "last.ckpt"
-        trainer.save_checkpoint(last)
-    val_loss = trainer.callback_metrics.get("val/loss")
-    bars = [c for c in trainer.callbacks if isinstance(c, StepProgressBar)]
+    last = last or run_dir / CHECKPOINTS / LAST
+    saved_step = getattr(checkpoint_cb, "_last_global_step_saved", None)  # the step of the newest save
+    if saved_step != trainer.global_step or not last.exists():
+        trainer.save_checkpoint(last, weights_only=False)  # the full state: steps since the last validation too
+    speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
     result = {
         "run_dir": str(run_dir),
         "last_ckpt": str(last),
         "best_ckpt": checkpoint_cb.best_model_path if checkpoint_cb else None,
+        "resumed_from": str(resumed) if resumed else None,
         "initial_val_loss": initial_val_loss,
-        "val_loss": _as_float(val_loss),
+        "val_loss": _as_float(trainer.callback_metrics.get("val/loss")),
         "best_val_loss": _as_float(checkpoint_cb.best_model_score if checkpoint_cb else None),
         "global_step": trainer.global_step,
-        "tokens_per_sec": bars[0].tokens_per_sec if bars else None,
+        "tokens_per_sec": speed.tokens_per_sec if speed else None,
     }
     if trainer.is_global_zero:
         _print_summary(result)
@@ -106,4 +243,15 @@ def _print_summary(result: dict[str, Any]) -> None:
     if result["tokens_per_sec"]:
         log.info("Training throughput: %s tokens/s", f"{result['tokens_per_sec']:,.0f}")
     print(f"\nRun directory: {result['run_dir']}")
-    print(f"Sample from it: python generate.py ckpt={shlex.quote(result['last_ckpt'])}")
+    print(f"Sample from it: python generate.py {command_arg('ckpt', result['last_ckpt'])}")
+    print(f"Continue it:    python train.py {command_arg('resume', result['run_dir'])}")
+
+
+def command_arg(key: str, value: str) -> str:
+    """`key=value` as a shell word Hydra reads back as `value` (sweep job paths contain `=` and `,`)."""
+    try:
+        if OverridesParser.create().parse_override(f"{key}={value}").value() == value:
+            return shlex.quote(f"{key}={value}")
+    except Exception:  # Hydra's grammar rejects the bare value: quote it for Hydra, then for the shell
+        pass
+    return shlex.quote(f'{key}="{value}"')

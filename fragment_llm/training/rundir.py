@@ -1,0 +1,156 @@
+"""Run directories: where a run lives, which run a resume continues, and what must never be overwritten.
+
+Hydra decides the run directory before any of our code runs, so these rules are Hydra
+resolvers used by `conf/hydra/default.yaml`:
+
+- `fragment_run_dir`: `resume=<run dir>` and `ckpt_path=last|<run>/checkpoints/x.ckpt` continue
+  in the run's own directory; anything else gets a fresh time-stamped one.
+- `fragment_hydra_subdir`: Hydra's record of the command (`.hydra/`) goes to `.hydra/<time>/`
+  when the directory already has one, so resuming (or a refused start) never overwrites it.
+- `fragment_job_name`: a sweep job's subdirectory, named by its number and the values it sweeps.
+
+Resolvers never raise (Hydra would print a deep traceback); when they cannot find what was
+asked for they fall back to a fresh directory and `train` reports the problem in one line.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from fragment_llm.errors import CheckpointError, ConfigError
+
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+# What a started run leaves in its directory; a fresh run refuses a directory holding any of them.
+RUN_MARKERS = ("config.yaml", CHECKPOINTS, "tensorboard")
+MAX_JOB_NAME = 120  # characters; file systems allow 255, and paths stay readable
+UNNAMED_KEYS = {"data.path", "paths.root_dir", "paths.log_dir", "paths.cache_dir", "paths.output_dir"}
+
+
+def newest_run(runs_root: str | Path) -> Path | None:
+    """The run under `runs_root` (sweep jobs included) whose last.ckpt was written most recently."""
+    root = Path(runs_root).expanduser()
+    found = list(root.glob(f"**/{CHECKPOINTS}/{LAST}")) if root.is_dir() else []
+    return max(found, key=lambda p: p.stat().st_mtime_ns).parent.parent.resolve() if found else None
+
+
+def run_dir_of_checkpoint(ckpt: str | Path) -> Path | None:
+    """`<run>` for a file at `<run>/checkpoints/<name>.ckpt`, else None (a loose file starts a new run)."""
+    path = Path(ckpt).expanduser().resolve()
+    return path.parent.parent if path.parent.name == CHECKPOINTS else None
+
+
+def _run_dir(runs_root: str, fresh: str, resume: str | None, ckpt_path: str | None) -> str:
+    if resume is not None and Path(resume).expanduser().is_dir():
+        return str(Path(resume).expanduser().resolve())
+    if ckpt_path == "last":
+        found = newest_run(runs_root)
+        return str(found) if found else fresh
+    if ckpt_path is not None and Path(ckpt_path).expanduser().is_file():
+        found = run_dir_of_checkpoint(ckpt_path)
+        return str(found) if found else fresh
+    return fresh
+
+
+def _hydra_subdir(output_dir: str, stamp: str) -> str:
+    return f".hydra/{stamp}" if (Path(output_dir) / ".hydra" / "config.yaml").is_file() else ".hydra"
+
+
+def _swept_on_command_line() -> set[str]:
+    """Keys given several values on this command line (`optimizer.lr=1e-3,3e-3`, `range(...)`, `choice(...)`)."""
+    parser, swept = OverridesParser.create(), set()
+    for arg in sys.argv[1:]:
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # flags such as -m, or a value belonging to one
+            continue
+        if override.is_sweep_override():
+            swept.add(override.key_or_group)
+    return swept
+
+
+def _job_name(num: int, overrides: list[str], sweeper_params: dict | None) -> str:
+    """`3_model.n_layer=4,optimizer.lr=0.001`: the job number and the values it sweeps over.
+
+    Swept keys are those given several values on the command line or in `hydra.sweeper.params`
+    (Optuna's search space); if none can be told apart, all overrides but paths are named.
+    The result is one safe path component of at most MAX_JOB_NAME characters.
+    """
+    parsed = [OverridesParser.create().parse_override(o) for o in overrides]
+    swept = set(sweeper_params or {}) | _swept_on_command_line()
+    chosen = [o for o in parsed if o.key_or_group in swept] or [o for o in parsed if o.key_or_group not in UNNAMED_KEYS]
+    named = ",".join(f"{o.key_or_group}={_short(o.value())}" for o in chosen)
+    name = re.sub(r"[^\w.,=+\-]", "_", f"{num}_{named}" if named else str(num))
+    return name[:MAX_JOB_NAME]
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)  # Optuna's lr=0.0040155436... -> 0.004016
+
+
+def register_run_dir_resolvers() -> None:
+    # Cached: Hydra (and Lightning's DDP launcher) may resolve these more than once; the answer must not change.
+    for name, fn in (
+        ("fragment_run_dir", _run_dir),
+        ("fragment_hydra_subdir", _hydra_subdir),
+        ("fragment_job_name", _job_name),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn, use_cache=True)
+
+
+def resume_checkpoint(resume: str | None, ckpt_path: str | None, run_dir: Path, runs_root: Path) -> Path | None:
+    """The checkpoint a run continues from, or None for a fresh run; a clear error when it is missing."""
+    if resume is not None:
+        resume_dir = Path(resume).expanduser().resolve()
+        ckpt = resume_dir / CHECKPOINTS / LAST
+        if not ckpt.is_file():
+            raise CheckpointError(
+                f"resume={resume}: no {CHECKPOINTS}/{LAST} there. Give the directory of a run that saved "
+                "a checkpoint (it prints 'Run directory: ...'), or drop resume to start a fresh run."
+            )
+        if resume_dir != run_dir:
+            raise ConfigError(
+                f"resume={resume} but paths.output_dir={run_dir}: a resumed run continues in its own directory. "
+                "Drop the paths.output_dir override."
+            )
+        return ckpt
+    if ckpt_path == "last":
+        ckpt = run_dir / CHECKPOINTS / LAST
+        if not ckpt.is_file():
+            raise CheckpointError(
+                f"ckpt_path=last: found no run with a {CHECKPOINTS}/{LAST} under {runs_root}. Name the task of the "
+                "run (task_name=... or experiment=...), give resume=<run dir>, or drop ckpt_path to start afresh."
+            )
+        return ckpt
+    if ckpt_path is not None:
+        ckpt = Path(ckpt_path).expanduser().resolve()
+        if not ckpt.is_file():
+            raise CheckpointError(
+                f"ckpt_path={ckpt_path}: no such file. Give a .ckpt file, 'last', or resume=<run dir>."
+            )
+        return ckpt
+    return None
+
+
+def refuse_existing_run(run_dir: Path) -> None:
+    """A fresh run never writes into a directory where another run already left checkpoints or logs."""
+    present = [name for name in RUN_MARKERS if (run_dir / name).exists()]
+    if present:
+        raise ConfigError(
+            f"paths.output_dir={run_dir} already holds a run ({', '.join(present)}); refusing to overwrite it. "
+            f"Continue it with resume={run_dir}, or start in another directory."
+        )
+
+
+def remove_partial_checkpoints(run_dir: Path) -> list[Path]:
+    """Delete temporary files left by a save that was killed before its rename (see checkpoint_io)."""
+    stale = sorted((run_dir / CHECKPOINTS).glob(".*.ckpt.tmp*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
