@@ -118,3 +118,34 @@ def test_only_the_first_process_builds_the_token_cache(tmp_path):
     built = prepare_token_cache(data, tok)  # rank 0
     thread.join(timeout=60)
     assert waited["cache"].directory == built.directory and waited["seconds"] >= 1.5
+
+
+def test_text_samples_are_skipped_under_fsdp_instead_of_hanging(tmp_path):
+    from unittest import mock
+
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from fragment_llm.data.tokenizer import train_tokenizer
+    from fragment_llm.training.samples import TextSamples
+
+    callback = TextSamples(prompts=["ab"])
+    module = mock.Mock(tokenizer_json=train_tokenizer("char", ["abc"], vocab_size=0).to_json())
+    module.model.config.block_size = 8
+    callback.on_fit_start(mock.Mock(strategy=mock.Mock(spec=FSDPStrategy)), module)
+    assert callback._encoded == []
+    callback.on_fit_start(mock.Mock(strategy=mock.Mock()), module)  # any other strategy samples as usual
+    assert [ids for _, ids in callback._encoded] == [[0, 1]]
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs the gloo backend")
+def test_a_ddp_run_resumes_under_ddp(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(corpus_text(60_000), encoding="utf-8")
+    first = _train(tmp_path, corpus, "trainer=ddp_cpu", "trainer.max_steps=16", "trainer.val_check_interval=8")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = _train(tmp_path, corpus, "trainer=ddp_cpu", "ckpt_path=last", "trainer.max_steps=24")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "train").iterdir())
+    assert len(runs) == 1  # the resumed run continued in its own directory
+    ckpt = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 24

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import FSDPStrategy
 
 from fragment_llm.data.tokenizer import Tokenizer, tokenizer_from_json
 from fragment_llm.errors import FragmentLLMError
@@ -40,11 +41,16 @@ class TextSamples(Callback):
         self._tokenizer: Tokenizer | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._encoded = []
         if not pl_module.tokenizer_json:
+            return
+        if isinstance(trainer.strategy, FSDPStrategy):
+            # Sharded weights: rank 0 alone cannot run the model, and all ranks generating in lockstep
+            # would need the FSDP-wrapped root; samples are skipped rather than risk a hang.
+            log.warning("callbacks.samples: no text samples under FSDP (the weights are sharded across ranks)")
             return
         self._tokenizer = tokenizer_from_json(pl_module.tokenizer_json)
         block_size = pl_module.model.config.block_size
-        self._encoded = []
         for prompt in self.prompts:
             try:
                 ids = self._tokenizer.encode(prompt) if prompt else [self._tokenizer.eot_id]
