@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from fragment_llm.checkpoint_file import load_checkpoint_safely
 from fragment_llm.data.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_json
 from fragment_llm.errors import CheckpointError, ConfigError
 from fragment_llm.model.gpt import GPT, GPTConfig
@@ -89,17 +90,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 
 def load_checkpoint(path: Path) -> tuple[GPT, Tokenizer]:
     """The GPT (on CPU, float32, eval mode) and tokenizer stored in a training checkpoint."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises pickle.UnpicklingError for anything beyond tensors and plain data
-        if type(e).__name__ == "UnpicklingError":
-            raise CheckpointError(
-                f"{path}: refused to load: it holds objects other than tensors and plain data. "
-                "Only checkpoints written by Fragment_LLM training are accepted."
-            ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path}: not a Fragment_LLM training checkpoint (no state_dict)")
+    checkpoint = load_checkpoint_safely(path)
     config = _model_config(checkpoint, path)
     tokenizer = _tokenizer(checkpoint, path)
     if tokenizer.vocab_size != config.vocab_size:

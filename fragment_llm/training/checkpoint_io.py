@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from fragment_llm.errors import CheckpointError
+from fragment_llm.checkpoint_file import load_checkpoint_safely  # noqa: F401  (re-exported)
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
@@ -51,24 +51,6 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def load_checkpoint_safely(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """`torch.load(weights_only=True)`, with a one-line error for files that are not plain checkpoints."""
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except Exception as e:  # torch raises pickle.UnpicklingError for anything beyond tensors and plain data
-        if type(e).__name__ == "UnpicklingError":
-            raise CheckpointError(
-                f"{path}: refused to load: it holds objects other than tensors and plain data. "
-                "Only checkpoints written by Fragment_LLM training are accepted."
-            ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path}: not a training checkpoint (found {type(checkpoint).__name__})")
-    return checkpoint
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
