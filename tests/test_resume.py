@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,9 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, corpus):
     part = tmp_path / "part"
     runs = [_train(part, corpus, "trainer.max_steps=8")]
     for steps in (10, 13, 16):
+        # Event files are named <seconds>.<host>.<pid>.<counter> and read in name order; in one pytest process a
+        # resume in the same second can sort before its predecessor (".10" < ".9"), so start each in a new second.
+        time.sleep(1.05)
         runs.append(_train(part, corpus, f"trainer.max_steps={steps}", "ckpt_path=last"))
 
     assert [r["global_step"] for r in runs] == [8, 10, 13, 16]
