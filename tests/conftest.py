@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,14 @@ def compose_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Di
 def compose_train(tmp_path: Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """The real training config, with every path inside `tmp_path` (nothing outside is touched)."""
     return compose_config("train", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run", *overrides])
+
+
+def run_python(args: list[str], cwd: Path | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`python ARGS` in a subprocess with this checkout importable, as a user runs train.py/generate.py/prepare.py."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 def synthetic_text(n_chars: int, seed: int = 0) -> str:

@@ -3,7 +3,6 @@
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR, REPO_ROOT, compose_train, corpus_text
+from tests.conftest import CONF_DIR, REPO_ROOT, compose_train, corpus_text, run_python
 
 
 def test_trainer_presets_compose(tmp_path):
@@ -56,9 +55,7 @@ def _train(tmp_path: Path, corpus: Path, *extra: str) -> subprocess.CompletedPro
         "trainer.max_steps=30", "trainer.val_check_interval=15", "trainer.limit_val_batches=8",
         "trainer.enable_model_summary=false", *extra,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    return run_python(args, tmp_path, timeout=600)
 
 
 def _final_val_loss(log: str) -> float:

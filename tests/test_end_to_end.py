@@ -1,9 +1,6 @@
 """The whole pipeline, as a user runs it: compose the real config, train, sample."""
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fragment_llm.data.tokenizer import tokenizer_from_json
 from fragment_llm.inference import load_model
 from fragment_llm.training.run import train
-from tests.conftest import REPO_ROOT, compose_train
+from tests.conftest import REPO_ROOT, compose_train, run_python
 
 TINY = [
     "data=text",
@@ -94,15 +91,10 @@ def test_generation_from_the_checkpoint_returns_text(trained_run):
     assert loaded.generate(None, max_new_tokens=10, seed=0)[0]  # unconditional
 
 
-def _run(args, cwd, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def test_train_and_generate_scripts_as_a_user_runs_them(trained_run, tmp_path):
     _, tmp = trained_run
     corpus = tmp / "corpus" / "input.txt"
-    proc = _run(
+    proc = run_python(
         [
             str(REPO_ROOT / "train.py"),
             *TINY,
@@ -117,18 +109,18 @@ def test_train_and_generate_scripts_as_a_user_runs_them(trained_run, tmp_path):
     assert len(runs) == 1 and (runs[0] / "checkpoints" / "last.ckpt").is_file()
     assert f"Run directory: {runs[0]}" in proc.stdout and "python generate.py ckpt=" in proc.stdout
 
-    gen = _run([str(REPO_ROOT / "generate.py"), "prompt=KING:", "max_new_tokens=20"], cwd=tmp_path)
+    gen = run_python([str(REPO_ROOT / "generate.py"), "prompt=KING:", "max_new_tokens=20"], cwd=tmp_path)
     assert gen.returncode == 0, gen.stderr[-3000:]
     assert gen.stdout.startswith("KING:") and len(gen.stdout) > 10
     assert "newest run" in gen.stderr and str(runs[0]) in gen.stderr
 
 
 def test_user_errors_are_one_clear_line_not_a_traceback(tmp_path):
-    bad = _run([str(REPO_ROOT / "train.py"), "data=text", f"data.path={tmp_path}/missing"], cwd=tmp_path)
+    bad = run_python([str(REPO_ROOT / "train.py"), "data=text", f"data.path={tmp_path}/missing"], cwd=tmp_path)
     assert bad.returncode == 2 and "data.path" in bad.stderr and "Traceback" not in bad.stderr
-    bad = _run([str(REPO_ROOT / "train.py"), "model.n_embd=100", "model.n_head=3"], cwd=tmp_path)
+    bad = run_python([str(REPO_ROOT / "train.py"), "model.n_embd=100", "model.n_head=3"], cwd=tmp_path)
     assert bad.returncode == 2 and "model.n_embd=100" in bad.stderr and "Traceback" not in bad.stderr
-    typo = _run([str(REPO_ROOT / "train.py"), "model.n_layr=4"], cwd=tmp_path)
+    typo = run_python([str(REPO_ROOT / "train.py"), "model.n_layr=4"], cwd=tmp_path)
     assert typo.returncode != 0 and "n_layr" in typo.stderr and "Traceback" not in typo.stderr
-    gen = _run([str(REPO_ROOT / "generate.py")], cwd=tmp_path)
+    gen = run_python([str(REPO_ROOT / "generate.py")], cwd=tmp_path)
     assert gen.returncode == 2 and "no trained run found" in gen.stderr

@@ -3,8 +3,6 @@
 import io
 import logging
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,7 +14,7 @@ from fragment_llm.errors import CheckpointError, ConfigError, PromptError, Token
 from fragment_llm.inference import find_latest_checkpoint
 from fragment_llm.inference.cli import SAMPLE_SEPARATOR, run_generate
 from fragment_llm.inference.loading import resolve_device, resolve_precision
-from tests.conftest import REPO_ROOT, compose_config
+from tests.conftest import REPO_ROOT, compose_config, run_python
 from tests.inference_helpers import char_tokenizer, save_checkpoint
 
 
@@ -220,15 +218,7 @@ def test_run_generate_streams_prompt_and_continuation(ckpt, lm, caplog):
 
 
 def _generate_py(*args, stdin=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "generate.py"), *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_python([str(REPO_ROOT / "generate.py"), *args], input=stdin, timeout=120)
 
 
 def test_generate_py_as_a_user_runs_it(ckpt):

@@ -1,34 +1,26 @@
 """`prepare.py`: data preparation as its own stage, its cache reused by training, and bounded memory."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 from omegaconf import OmegaConf
 
 from fragment_llm.data.datamodule import TextDataModule
 from fragment_llm.data.pipeline import prepare_token_cache
-from tests.conftest import REPO_ROOT, compose_config, compose_train, corpus_text
-
-
-def _run(args, cwd, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+from tests.conftest import REPO_ROOT, compose_config, compose_train, corpus_text, run_python
 
 
 def test_prepare_script_builds_the_cache_and_errors_are_one_line(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(corpus_text(50_000))
     args = [str(REPO_ROOT / "prepare.py"), "data=text", f"data.path={corpus}", "tokenizer.vocab_size=300"]
-    proc = _run(args, cwd=tmp_path)
+    proc = run_python(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     caches = list((tmp_path / "outputs" / ".data_cache").iterdir())
     assert len(caches) == 1 and f"Token cache: {caches[0]}" in proc.stdout
     assert (caches[0] / "prepare_report.json").is_file()
     assert "Prepared: 1 files found, 1 read" in proc.stdout + proc.stderr  # the summary in the log
-    bad = _run([str(REPO_ROOT / "prepare.py"), "data=text", f"data.path={tmp_path}/missing"], cwd=tmp_path)
+    bad = run_python([str(REPO_ROOT / "prepare.py"), "data=text", f"data.path={tmp_path}/missing"], cwd=tmp_path)
     assert bad.returncode == 2 and "data.path" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -88,7 +80,7 @@ def test_memory_does_not_grow_with_the_corpus(tmp_path):
     peaks = []
     for copies in (1, 3):
         size = _corpus(tmp_path / f"c{copies}", copies)
-        proc = _run(["-c", MEMORY_PROBE, str(tmp_path / f"c{copies}"), str(tmp_path / "cache")], cwd=tmp_path)
+        proc = run_python(["-c", MEMORY_PROBE, str(tmp_path / f"c{copies}"), str(tmp_path / "cache")], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         peaks.append({**json.loads(proc.stdout.strip().splitlines()[-1]), "mb": size})
     small, big = peaks

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_python
 
 # Character tokenizer (no BPE training), a 2-layer model, 10-batch epochs: seconds per run,
 # yet with dropout (exercises RNG state) and epoch boundaries (exercises the sampler position).
@@ -40,13 +38,4 @@ def scalars(run_dir: Path, tag: str) -> dict[int, float]:
 
 
 def run_train_script(args: list[str], cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "train.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **popen,
-    )
+    return run_python([str(REPO_ROOT / "train.py"), *args], cwd, timeout, **popen)
