@@ -6,13 +6,17 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install train test generate tensorboard clean
 
+# Extras: the tests also cover the optional Optuna sweeper, so `make test` installs it.
+EXTRAS ?= dev
+
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH)"
-	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PYTHON) -m pip install -q -e ".[$(EXTRAS)]"
 
 train: install
 	$(PYTHON) train.py $(ARGS)
 
+test: EXTRAS = dev,sweep
 test: install
 	$(PYTHON) -m pytest
 

@@ -31,7 +31,8 @@ def compose_train(tmp_path: Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def run_python(args: list[str], cwd: Path | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`python ARGS` in a subprocess with this checkout importable, as a user runs train.py/generate.py/prepare.py."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "0"}
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kwargs
     )

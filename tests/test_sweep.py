@@ -6,9 +6,10 @@ import csv
 import json
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
-from tests.conftest import compose_config, corpus_text
+from tests.conftest import corpus_text
 from tests.training_helpers import TINY, run_train_script, scalars
 
 
@@ -51,7 +52,28 @@ def test_a_sweep_job_asking_for_several_processes_is_refused_not_relaunched(tmp_
     assert "Traceback" not in proc.stderr
 
 
-def test_optuna_preset_composes_when_the_plugin_is_installed(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    cfg = compose_config("train", [f"paths.root_dir={tmp_path}", "hparams_search=optuna"])
-    assert cfg.optimizer.lr > 0  # the search space lives in hydra.sweeper.params, applied per trial
+def test_optuna_preset_minimizes_the_best_val_loss_train_returns(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")  # the `sweep` extra; `make test` installs it
+    corpus = tmp_path / "input.txt"
+    corpus.write_text(corpus_text(20_000), encoding="utf-8")
+    sweep = tmp_path / "sweep"
+    searched = ("optimizer.lr=", "optimizer.weight_decay=", "optimizer.warmup_steps=", "model.dropout=")
+    fixed = [a for a in TINY if not a.startswith(searched)]  # leave the search space to Optuna
+    args = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *fixed, f"data.path={corpus}"]
+    proc = run_train_script(
+        [*args, "trainer.max_steps=4", "trainer.val_check_interval=2", f"hydra.sweep.dir={sweep}"], cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}
+    assert all("optimizer.lr=" in r["overrides"] and "model.dropout=" in r["overrides"] for r in rows)  # sampled
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(min(float(r["best_val_loss"]) for r in rows))
+    assert set(results["best_params"]) == {
+        "optimizer.lr",
+        "optimizer.weight_decay",
+        "optimizer.warmup_steps",
+        "model.dropout",
+    }
