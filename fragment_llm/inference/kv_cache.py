@@ -7,9 +7,9 @@ uses the GPT's own weights with the same functional ops as its modules; tests ch
 that it gives the training forward's logits.
 
 Why functional calls and not the modules: a one-token step of a small model is almost
-all fixed cost per op (a few microseconds each, whatever the width), and nn.Module calls,
-split/view/transpose chains and separate k/v writes add up to a third of it. Going
-straight to F.linear/F.layer_norm with weights gathered once makes the step ~1.4x faster.
+all fixed cost per op (a few microseconds each, whatever the width), and nn.Module calls
+and split/view/transpose chains added up to a third of it. Going straight to
+F.linear/F.layer_norm with weights gathered once makes the step ~1.4x faster.
 """
 
 from __future__ import annotations
