@@ -96,7 +96,7 @@ def reference_loop(cfg, vocab_size: int, train_tokens: torch.Tensor, seed: int) 
     start = time.perf_counter()
     for it in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = nanogpt_lr(it, o.lr, o.min_lr, o.warmup_steps, o.decay_steps)
+            group["lr"] = nanogpt_lr(it, o.lr, o.min_lr, o.warmup_steps, o.decay_steps or steps)
         rows = train_tokens[torch.randint(len(train_tokens) - block, (d.batch_size,))[:, None] + offsets]
         _, loss = model(rows[:, :-1], rows[:, 1:].contiguous())
         loss.backward()
