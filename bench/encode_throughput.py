@@ -65,8 +65,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    tmp = Path(tempfile.mkdtemp(prefix="fragment_bench_enc_"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="fragment_bench_enc_", ignore_cleanup_errors=True) as name:
+        tmp = Path(name)
         paths = write_corpus(tmp / "corpus", args.mb, shards=4)
         sample = [t for _, t in zip(range(3000), iter_texts(paths), strict=False)]
         BPETokenizer.train(sample, args.vocab, 2).save(tmp / "tokenizer.json")
@@ -98,8 +98,6 @@ def main() -> None:
         for name, secs in rows:
             print(f"{name:45s} {secs:6.1f} s  {mb / secs:6.2f} MB/s  (prepare's speed / this: {secs / ours:.2f}x)")
         print(f"(tiktoken encode_ordinary, 1 thread: {single:.2f} MB/s)")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

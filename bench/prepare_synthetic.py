@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,8 +75,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--tmp", default=tempfile.gettempdir())
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="fragment_bench_prep_", dir=args.tmp))
-    try:
+    with tempfile.TemporaryDirectory(prefix="fragment_bench_prep_", dir=args.tmp, ignore_cleanup_errors=True) as name:
+        tmp = Path(name)
         t0 = time.perf_counter()
         paths = write_corpus(tmp / "corpus", args.mb, shards=8)
         size = sum(p.stat().st_size for p in paths) / 1e6
@@ -121,8 +120,6 @@ def main() -> None:
         for name, t in (("tiktoken encode_ordinary_batch", pure), (f"{cpus} processes, encode_to_numpy", ideal)):
             print(f"pure encode, {name}: {t:6.1f} s ({mb / t:.1f} MB/s); prepare wall / it: {wall / t:.2f}x")
         print(f"tokens: {report['tokens']}, documents kept: {report['documents_kept']}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -72,8 +72,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    tmp = Path(tempfile.mkdtemp(prefix="fragment_bench_tok_"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="fragment_bench_tok_", ignore_cleanup_errors=True) as name:
+        tmp = Path(name)
         paths = write_corpus(tmp / "corpus", args.mb, shards=1)
         texts = list(iter_texts(paths))
         mb = sum(len(t.encode()) for t in texts) / 1e6
@@ -89,8 +89,6 @@ def main() -> None:
         print(f"tokenizers, called directly:       {direct:6.2f} s  {mb / direct:6.2f} MB/s")
         print(f"BPETokenizer.train:                {ours:6.2f} s  {mb / ours:6.2f} MB/s  ({direct / ours:.2f}x)")
         print(f"prepare's tokenizer stage (all):   {stage:6.2f} s  {mb / stage:6.2f} MB/s  ({direct / stage:.2f}x)")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
