@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import fragment_llm.config  # noqa: F401  (registers the structured config schemas)
+from fragment_llm.data.readers import safe_cut
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
@@ -36,6 +38,16 @@ def run_python(args: list[str], cwd: Path | None = None, timeout: float = 300, *
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kwargs
     )
+
+
+def cut_at_safe_points(raw: bytes, keep: Callable[[], bool]) -> list[bytes]:
+    """`raw` in pieces, cut at those of the points `safe_cut` allows for which `keep()` says yes."""
+    cuts, pos = [], 1
+    while (cut := safe_cut(raw, pos, len(raw), last=False)) is not None:
+        if keep():
+            cuts.append(cut)
+        pos = cut + 1
+    return [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
 
 
 def synthetic_text(n_chars: int, seed: int = 0) -> str:

@@ -14,6 +14,7 @@ from fragment_llm.data.cleaning import CleaningCounts, CleaningRules, clean_byte
 from fragment_llm.data.readers import check_source, iter_items, safe_cut
 from fragment_llm.data.sources import discover_files
 from fragment_llm.errors import DataError
+from tests.conftest import cut_at_safe_points
 
 RULES = CleaningRules()
 
@@ -111,12 +112,7 @@ def test_existing_replacement_characters_are_not_counted_as_invalid():
 def test_cleaning_piece_by_piece_equals_cleaning_whole(text, data):
     """Cutting where `safe_cut` allows never changes the cleaned text (so streaming is exact)."""
     raw = text.encode()
-    cuts, pos = [], 1
-    while (cut := safe_cut(raw, pos, len(raw), last=False)) is not None:
-        if data.draw(st.booleans()):
-            cuts.append(cut)
-        pos = cut + 1
-    pieces = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+    pieces = cut_at_safe_points(raw, lambda: data.draw(st.booleans()))
     whole = clean_bytes(raw, RULES, CleaningCounts())
     assert "".join(clean_bytes(p, RULES, CleaningCounts(), strip_bom=i == 0) for i, p in enumerate(pieces)) == whole
 

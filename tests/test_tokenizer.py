@@ -7,7 +7,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fragment_llm.data import fast_bpe, tokenizer_file
-from fragment_llm.data.readers import safe_cut
 from fragment_llm.data.tokenizer import (
     EOT_TOKEN,
     BPETokenizer,
@@ -17,7 +16,7 @@ from fragment_llm.data.tokenizer import (
     train_tokenizer,
 )
 from fragment_llm.errors import TokenizerError
-from tests.conftest import corpus_text
+from tests.conftest import corpus_text, cut_at_safe_points
 
 SAMPLES = [
     "",
@@ -86,13 +85,7 @@ def test_round_trip_and_tiktoken_equals_tokenizers_equals_hf_from_file(bpe, hf_f
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=TEXTS, data=st.data())
 def test_encoding_pieces_cut_at_safe_points_equals_encoding_the_whole(bpe, text, data):
-    raw = text.encode()
-    cuts, pos = [], 1
-    while (cut := safe_cut(raw, pos, len(raw), last=False)) is not None:
-        if data.draw(st.booleans()):
-            cuts.append(cut)
-        pos = cut + 1
-    pieces = [raw[a:b].decode() for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)]
+    pieces = [p.decode() for p in cut_at_safe_points(text.encode(), lambda: data.draw(st.booleans()))]
     assert sum((bpe.encode(p) for p in pieces), []) == bpe.encode(text)
 
 
