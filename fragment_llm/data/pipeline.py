@@ -2,9 +2,8 @@
 
     discover -> check -> sample -> train tokenizer -> read, clean, dedup, encode -> shards
 
-The cache directory is named by a hash of everything that decides its contents (each
-source's path, size and modification time; reading, cleaning and split settings; the
-tokenizer settings), so an unchanged corpus is reused after a directory walk, and any
+The cache directory is named by a hash of everything that decides its contents (see
+fingerprint.py), so an unchanged corpus is reused after a directory walk, and any
 change builds a new cache. It is built in a private temporary directory and renamed
 into place when complete: a crash never leaves half a cache, concurrent builders (DDP
 ranks) cannot corrupt each other, and `setup` on any rank finds it finished.
@@ -34,11 +33,12 @@ from fragment_llm.data.cleaning import CleaningRules
 from fragment_llm.data.dataset import CACHE_VERSION, SPLITS, TokenCache
 from fragment_llm.data.dedup import SeenHashes
 from fragment_llm.data.encoding import EncodeSettings, ItemResult, default_workers, encode_items
+from fragment_llm.data.fingerprint import cache_fingerprint, cache_key
 from fragment_llm.data.readers import Item, check_source, iter_items
 from fragment_llm.data.report import PrepareReport
 from fragment_llm.data.sampling import TokenizerSample
 from fragment_llm.data.shards import ShardWriter, token_dtype
-from fragment_llm.data.sources import SourceFile, discover_files, normalize_extensions, sources_fingerprint
+from fragment_llm.data.sources import SourceFile, discover_files
 from fragment_llm.data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from fragment_llm.errors import DataError
 
@@ -90,41 +90,6 @@ def prepare_token_cache(data: Mapping, tokenizer: Mapping, build: bool = True) -
         builder.report.skip(r.path, r.reason)
     builder.report.seconds["discover"] = time.perf_counter() - t0
     return builder.build(fingerprint)
-
-
-def cache_fingerprint(files: list[SourceFile], d: DataConfig, t: TokenizerConfig) -> dict[str, Any]:
-    if t.path is not None:
-        tok: dict[str, Any] = {"file_sha256": _file_sha256(Path(t.path).expanduser())}
-    elif t.kind == "char":
-        tok = {"kind": "char"}
-    else:
-        tok = {k: getattr(t, k) for k in ("kind", "vocab_size", "min_frequency", "train_chars", "special_tokens")}
-    return {
-        "version": CACHE_VERSION,
-        "sources": sources_fingerprint(files),
-        "reading": {
-            "extensions": sorted(normalize_extensions(d.extensions)),
-            "exclude_dirs": sorted(d.exclude_dirs),
-            "text_field": d.text_field,
-            "max_file_mb": d.max_file_mb,
-            "strict": d.strict,
-        },
-        "cleaning": asdict(d.cleaning),
-        "split": {"val_fraction": d.val_fraction},
-        "shards": {"shard_tokens": d.shard_tokens},
-        "tokenizer": tok,
-    }
-
-
-def cache_key(fingerprint: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _file_sha256(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as e:
-        raise DataError(f"tokenizer.path: cannot read {path} ({e.strerror or e})") from None
 
 
 def _remove_abandoned_builds(directory: Path) -> None:
