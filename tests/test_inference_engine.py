@@ -6,7 +6,7 @@ import torch
 from fragment_llm.config import SamplingConfig
 from fragment_llm.inference.engine import generate_tokens
 from fragment_llm.inference.kv_cache import KVCache, forward_cached
-from fragment_llm.inference.sampling import next_token
+from fragment_llm.inference.token_sampling import next_token
 from tests.inference_helpers import tiny_gpt
 
 BLOCK = 16

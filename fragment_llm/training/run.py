@@ -49,7 +49,7 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 # Only a resumed run finds its checkpoint directory in use (a fresh run refuses such a directory).
 warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
-# Our train sampler resumes from Lightning's restored batch counter (data/sampler.py), mid-epoch included.
+# Our train sampler resumes from Lightning's restored batch counter (data/train_window_order.py), mid-epoch included.
 warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
 
 
