@@ -16,12 +16,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from fragment_llm.errors import ConfigError
-from fragment_llm.training.rundir import register_run_dir_resolvers
 
 # `${python_stdlib:}` resolves to this interpreter's standard library: the embedded default corpus.
 if not OmegaConf.has_resolver("python_stdlib"):
     OmegaConf.register_new_resolver("python_stdlib", lambda: sysconfig.get_paths()["stdlib"])
-register_run_dir_resolvers()  # hydra.run.dir, hydra.output_subdir and sweep job names (conf/hydra/default.yaml)
 
 
 @dataclass

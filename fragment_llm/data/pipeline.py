@@ -36,10 +36,10 @@ from fragment_llm.data.encoding import EncodeSettings, ItemResult, default_worke
 from fragment_llm.data.fingerprint import cache_fingerprint, cache_key
 from fragment_llm.data.readers import Item, check_source, iter_items
 from fragment_llm.data.report import PrepareReport
-from fragment_llm.data.tokenizer_sample import TokenizerSample
 from fragment_llm.data.shards import ShardWriter, token_dtype
 from fragment_llm.data.sources import SourceFile, discover_files
 from fragment_llm.data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from fragment_llm.data.tokenizer_sample import TokenizerSample
 from fragment_llm.errors import DataError
 
 log = logging.getLogger(__name__)
