@@ -311,6 +311,8 @@ MAX_VOCAB_SIZE = 2**20  # far beyond any small GPT; also the limit for a tokeniz
 
 def validate_data_config(d: DictConfig, t: DictConfig) -> None:
     """The data and tokenizer checks, shared by training and `prepare.py`."""
+    if OmegaConf.is_missing(d, "path"):
+        _fail("data.path", "???", "is not set", "Name your text: data.path=book.txt, a folder, or a glob ('*.txt')")
     if t.kind not in ("bpe", "char"):
         _fail("tokenizer.kind", t.kind, "is not a known tokenizer", "Use tokenizer=bpe or tokenizer=char")
     specials = list(t.special_tokens)
