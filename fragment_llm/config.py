@@ -103,7 +103,7 @@ class TrainerConfig:
     num_sanity_val_steps: int = 0
     log_every_n_steps: int = 10
     enable_progress_bar: bool = True
-    enable_model_summary: bool = True
+    enable_model_summary: bool = False  # Lightning's table has one row here; "Model: ...M parameters" is logged
     deterministic: Any = False
     fast_dev_run: Any = False
     overfit_batches: Any = 0.0

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -29,6 +29,7 @@ from fragment_llm.training.checkpoint_io import (
     atomic_write,
     load_checkpoint_safely,
 )
+from fragment_llm.training.console import quiet_lightning
 from fragment_llm.training.monitoring import SpeedMonitor
 from fragment_llm.training.precision import resolve_precision
 from fragment_llm.training.resume import RESUME_KEYS, config_changes, plain
@@ -42,6 +43,7 @@ from fragment_llm.training.rundir import (
 )
 
 log = logging.getLogger(__name__)
+quiet_lightning()  # no Lightning tips or messages a user cannot act on
 
 # Windows are sliced from a memmap in microseconds; worker processes would only add start-up time.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -126,6 +128,8 @@ def _build_trainer(cfg: DictConfig, resume_step: int | None) -> pl.Trainer:
     precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     log.info("Precision: %s (%s)", precision, why)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    if cfg.trainer.enable_model_summary:  # the plain table goes to the log; Lightning's default prints to stdout
+        callbacks.append(ModelSummary())
     if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks += [CarryRNGState(), FlushLogsOnCheckpoint()]  # exact, complete resumes depend on them
