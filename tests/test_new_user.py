@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from fragment_llm.training.run_lock import LOCK_FILE
 from tests.conftest import REPO_ROOT, corpus_text, run_python
 
 FAST = [
@@ -34,6 +35,7 @@ def test_a_file_named_on_the_command_line_trains_with_the_default_data_group(fir
     _, run = first_run
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert "book.txt" in (run / "config.yaml").read_text()
+    assert not (run / LOCK_FILE).exists()  # the run's lock is released at the end
 
 
 def test_stdout_holds_only_the_results_and_stderr_the_logs_without_tips_or_warnings(first_run):

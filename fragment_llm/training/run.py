@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import warnings
@@ -34,6 +35,7 @@ from fragment_llm.training.monitoring import SpeedMonitor
 from fragment_llm.training.precision import resolve_precision
 from fragment_llm.training.resume import RESUME_KEYS, config_changes, plain
 from fragment_llm.training.rng import CarryRNGState
+from fragment_llm.training.run_lock import run_lock
 from fragment_llm.training.rundir import (
     CHECKPOINTS,
     LAST,
@@ -59,8 +61,15 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     """Train a model as `cfg` describes; return the run directory, checkpoint paths and val losses.
 
     `overrides` (the command-line overrides behind `cfg`) are stored in the checkpoints, so
-    `train.py` can resume the run with its own settings.
+    `train.py` can resume the run with its own settings. The process that owns the run (rank 0)
+    locks its directory: a second process on the same run is refused (training/run_lock.py).
     """
+    owner = rank_zero_only.rank == 0  # the other ranks of a multi-process job share its directory
+    with run_lock(Path(cfg.paths.output_dir).resolve()) if owner else contextlib.nullcontext():
+        return _train(cfg, overrides)
+
+
+def _train(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
     validate_train_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir).resolve()
