@@ -1,10 +1,18 @@
 """The first hour of a new user: `python train.py data.path=book.txt`, as typed, and what the console shows."""
 
+import hashlib
+import json
+import logging
 import re
+import shlex
+from pathlib import Path
 
 import pytest
 
+from fragment_llm.checkpoint_file import load_checkpoint_safely
+from fragment_llm.inference import load_model
 from fragment_llm.training.run_lock import LOCK_FILE
+from fragment_llm.training.run_record import RECORD_FILE, git_state
 from tests.conftest import REPO_ROOT, corpus_text, run_python
 
 FAST = [
@@ -51,3 +59,30 @@ def test_stdout_holds_only_the_results_and_stderr_the_logs_without_tips_or_warni
     noise = ("litlogger", "litmodels", "tip:", "warning", "tpu available", "not supported by the model summary")
     assert not [word for word in noise if word in proc.stderr.lower()]
     assert "Initial val/loss" in (run / "train.log").read_text()  # the log file has what stderr had
+
+
+def test_the_run_records_what_produced_it_and_its_checkpoints_carry_the_record(first_run, caplog):
+    _, run = first_run
+    record = json.loads((run / RECORD_FILE).read_text())
+    assert record["argv"][1:] == ["data.path=book.txt", *FAST, "trainer.precision=bf16-mixed",
+                                  "trainer.enable_model_summary=true"]  # fmt: skip
+    assert record["command"].endswith(shlex.join(record["argv"])) and record["run_dir"] == str(run)
+    assert record["git"] == git_state(REPO_ROOT)  # {"commit", "dirty"} in a checkout, None elsewhere
+    assert all(record["versions"][name] for name in ("python", "torch", "lightning", "hydra-core", "fragment_llm"))
+    machine = record["machine"]
+    assert machine["cpu"] and machine["cpus"] >= 1 and machine["torch_threads"] >= 1 and machine["host"]
+    assert "gpu" in machine and record["training"] == {"precision": "bf16-mixed", "processes": 1}
+    data = record["data"]
+    manifest = Path(data["cache"]) / "manifest.json"
+    assert data["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    book = run.parent.parent.parent / "book.txt"
+    assert data["sources"] == [{"path": str(book.resolve()), "size": book.stat().st_size,
+                                "sha256": hashlib.sha256(book.read_bytes()).hexdigest()}]  # fmt: skip
+    assert Path(data["report"]).is_file() and record["earlier_sessions"] == []
+
+    ckpt = load_checkpoint_safely(run / "checkpoints" / "last.ckpt")  # weights_only=True still loads it
+    assert ckpt["run_record"] == {k: v for k, v in record.items() if k != "earlier_sessions"}
+    with caplog.at_level(logging.INFO):  # generate.py says which run and commit it samples from
+        load_model(run, device="cpu")
+    commit = f"commit {record['git']['commit'][:12]}" if record["git"] else "no git commit recorded"
+    assert f"trained in {run} ({commit}" in caplog.text and "data.path=book.txt" in caplog.text

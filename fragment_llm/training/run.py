@@ -36,6 +36,7 @@ from fragment_llm.training.precision import resolve_precision
 from fragment_llm.training.resume import RESUME_KEYS, config_changes, plain
 from fragment_llm.training.rng import CarryRNGState
 from fragment_llm.training.run_lock import run_lock
+from fragment_llm.training.run_record import RecordInCheckpoints, collect_run_record, write_run_record
 from fragment_llm.training.rundir import (
     CHECKPOINTS,
     LAST,
@@ -114,6 +115,9 @@ def _train(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
         text = OmegaConf.to_yaml(cfg, resolve=True)
         atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()))
         tokenizer.save(run_dir / "tokenizer.json")
+        record = collect_run_record(run_dir, datamodule.cache, trainer)  # what produced this run: the audit trail
+        write_run_record(run_dir, record)
+        trainer.callbacks.append(RecordInCheckpoints(record))
 
     initial_val_loss = None
     if resume_from is None and trainer.limit_val_batches != 0:
