@@ -37,7 +37,7 @@ from fragment_llm.data.fingerprint import cache_fingerprint, cache_key
 from fragment_llm.data.readers import Item, check_source, iter_items
 from fragment_llm.data.report import PrepareReport
 from fragment_llm.data.shards import ShardWriter, token_dtype
-from fragment_llm.data.sources import SourceFile, discover_files, endings_under
+from fragment_llm.data.sources import SourceFile, discover_files, nothing_to_read
 from fragment_llm.data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from fragment_llm.data.tokenizer_sample import TokenizerSample
 from fragment_llm.errors import DataError
@@ -64,7 +64,7 @@ def prepare_token_cache(data: Mapping, tokenizer: Mapping, build: bool = True) -
     t0 = time.perf_counter()
     files, refused = discover_files(d.path, d.extensions, d.exclude_dirs, d.max_file_mb * 1e6)
     if not files:
-        raise _nothing_to_read(d, refused)
+        raise nothing_to_read(d.path, d.extensions, d.exclude_dirs, refused)
     if refused and d.strict:
         raise DataError(f"{refused[0].path}: {refused[0].reason}. Or set data.strict=false to skip such files.")
     fingerprint = cache_fingerprint(files, d, t)
@@ -86,26 +86,6 @@ def prepare_token_cache(data: Mapping, tokenizer: Mapping, build: bool = True) -
         builder.report.skip(r.path, r.reason)
     builder.report.seconds["discover"] = time.perf_counter() - t0
     return builder.build(fingerprint)
-
-
-def _nothing_to_read(d: DataConfig, refused: list) -> DataError:
-    """Why data.path gave no file to read, and what to type instead."""
-    if refused:
-        return DataError(
-            f"data.path: no readable file under {d.path!r}: {len(refused)} refused, e.g. {refused[0].path}: "
-            f"{refused[0].reason}. Fix that file, or point data.path elsewhere."
-        )
-    wanted = f"{list(d.extensions)} (or .gz of them)"
-    endings = endings_under(d.path, d.exclude_dirs).most_common(4)
-    if not endings:
-        return DataError(f"data.path: {d.path!r} holds no files. Point data.path at your text.")
-    held = ", ".join(f"{n} {ending}" for ending, n in endings)
-    named = ",".join(e for e, _ in endings if e.startswith("."))
-    fix = f"'data.extensions=[{named}]'" if named else "data.extensions=[...] with their endings"
-    return DataError(
-        f"data.path: no files ending in {wanted} under {d.path!r}; it holds {held} files. "
-        f"Read them with data=text (text, Markdown, JSON lines, Parquet) or {fix}, or name a file itself."
-    )
 
 
 def _remove_abandoned_builds(directory: Path) -> None:

@@ -170,10 +170,31 @@ def _walk(top: Path, root: Path, excluded: set[str], skipped: list[Skipped]) -> 
             yield Path(dirpath) / name
 
 
-def endings_under(paths: str | Sequence[str], exclude_dirs: Iterable[str], limit: int = 10_000) -> Counter[str]:
+def nothing_to_read(
+    paths: str | Sequence[str], extensions: Sequence[str], exclude_dirs: Iterable[str], refused: list[Skipped]
+) -> DataError:
+    """Why `data.path` gave no file to read, and what to type instead."""
+    if refused:
+        return DataError(
+            f"data.path: no readable file under {paths!r}: {len(refused)} refused, e.g. {refused[0].path}: "
+            f"{refused[0].reason}. Fix that file, or point data.path elsewhere."
+        )
+    endings = _endings_under(paths, exclude_dirs).most_common(4)
+    if not endings:
+        return DataError(f"data.path: {paths!r} holds no files. Point data.path at your text.")
+    held = ", ".join(f"{n} {ending}" for ending, n in endings)
+    named = ",".join(e for e, _ in endings if e.startswith("."))
+    fix = f"'data.extensions=[{named}]'" if named else "data.extensions=[...] with their endings"
+    return DataError(
+        f"data.path: no files ending in {list(extensions)} (or .gz of them) under {paths!r}; it holds {held} "
+        f"files. Read them with data=text (text, Markdown, JSON lines, Parquet) or {fix}, or name a file itself."
+    )
+
+
+def _endings_under(paths: str | Sequence[str], exclude_dirs: Iterable[str], limit: int = 10_000) -> Counter[str]:
     """How many files of each ending (`.txt`, `.md.gz`, ...) the directories and globs of `data.path` hold.
 
-    For the error message when none has a configured extension; looks at `limit` files at most.
+    Looks at `limit` files at most: it only feeds an error message.
     """
     endings: Counter[str] = Counter()
     for raw in as_list(paths):
