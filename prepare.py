@@ -12,8 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 from fragment_llm.config import register_configs, validate_data_config
 from fragment_llm.data.pipeline import prepare_token_cache
 from fragment_llm.errors import FragmentLLMError
+from fragment_llm.training.rundir import register_run_dir_resolvers
 
 register_configs()
+register_run_dir_resolvers()  # prepare.yaml composes train.yaml, hence conf/hydra/default.yaml
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")

@@ -14,9 +14,11 @@ from fragment_llm.config import register_configs
 from fragment_llm.errors import ConfigError, FragmentLLMError
 from fragment_llm.training.resume import recompose_for_resume
 from fragment_llm.training.run import train
+from fragment_llm.training.rundir import register_run_dir_resolvers
 from fragment_llm.training.sweep import RESULT_FILE, write_job_result
 
 register_configs()
+register_run_dir_resolvers()  # hydra.run.dir, .hydra/ and sweep job names (conf/hydra/default.yaml)
 log = logging.getLogger("train")
 
 

@@ -34,8 +34,8 @@ def run(devices: int, data: str, steps: int, batch_size: int, overrides: list[st
         wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"devices={devices} failed:\n{proc.stderr[-3000:]}")
-    tokens_per_sec = float(re.findall(r"Training throughput: ([\d,]+) tokens/s", proc.stdout)[-1].replace(",", ""))
-    val_loss = float(re.findall(r"val/loss [\d.]+ -> ([\d.]+)", proc.stdout)[-1])
+    tokens_per_sec = float(re.findall(r"Training throughput: ([\d,]+) tokens/s", proc.stderr)[-1].replace(",", ""))
+    val_loss = float(re.findall(r"val/loss [\d.]+ -> ([\d.]+)", proc.stderr)[-1])
     return {"tokens_per_sec": tokens_per_sec, "wall": wall, "val_loss": val_loss}
 
 

@@ -16,12 +16,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from fragment_llm.errors import ConfigError
-from fragment_llm.training.rundir import register_run_dir_resolvers
 
 # `${python_stdlib:}` resolves to this interpreter's standard library: the embedded default corpus.
 if not OmegaConf.has_resolver("python_stdlib"):
     OmegaConf.register_new_resolver("python_stdlib", lambda: sysconfig.get_paths()["stdlib"])
-register_run_dir_resolvers()  # hydra.run.dir, hydra.output_subdir and sweep job names (conf/hydra/default.yaml)
 
 
 @dataclass
@@ -105,7 +103,7 @@ class TrainerConfig:
     num_sanity_val_steps: int = 0
     log_every_n_steps: int = 10
     enable_progress_bar: bool = True
-    enable_model_summary: bool = True
+    enable_model_summary: bool = False  # Lightning's table has one row here; "Model: ...M parameters" is logged
     deterministic: Any = False
     fast_dev_run: Any = False
     overfit_batches: Any = 0.0
@@ -313,6 +311,8 @@ MAX_VOCAB_SIZE = 2**20  # far beyond any small GPT; also the limit for a tokeniz
 
 def validate_data_config(d: DictConfig, t: DictConfig) -> None:
     """The data and tokenizer checks, shared by training and `prepare.py`."""
+    if OmegaConf.is_missing(d, "path"):
+        _fail("data.path", "???", "is not set", "Name your text: data.path=book.txt, a folder, or a glob ('*.txt')")
     if t.kind not in ("bpe", "char"):
         _fail("tokenizer.kind", t.kind, "is not a known tokenizer", "Use tokenizer=bpe or tokenizer=char")
     specials = list(t.special_tokens)

@@ -44,6 +44,7 @@ def test_misspelt_data_keys_fail_at_compose_time(tmp_path, override):
         ("data.extensions=[]", "data.extensions"),
         ("data.cleaning.min_doc_chars=-1", "data.cleaning.min_doc_chars"),
         ("data.val_fraction=1.0", "data.val_fraction"),
+        ("data=text", "data.path"),  # data=text leaves the path to the user: a one-line error, not a traceback
     ],
 )
 def test_bad_data_values_name_their_key(tmp_path, override, key):

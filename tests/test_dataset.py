@@ -140,6 +140,17 @@ def test_an_empty_corpus_is_a_clear_error(tmp_path, content):
         _prepare(root, tmp_path / "cache")
 
 
+def test_a_folder_without_matching_files_says_what_to_type(tmp_path):
+    root = tmp_path / "notes"
+    for name in ("a.txt", "b.txt", "c.md"):
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_text("some text")
+    with pytest.raises(DataError) as e:
+        _prepare(root, tmp_path / "cache", data={"extensions": [".py"]})
+    assert "it holds 2 .txt, 1 .md files" in str(e.value)
+    assert "data=text" in str(e.value) and "'data.extensions=[.txt,.md]'" in str(e.value)
+
+
 def test_unreadable_files_are_skipped_with_their_reason(corpus, tmp_path, monkeypatch):
     real_open = readers._HashingReader.__init__
 

@@ -85,7 +85,7 @@ def test_two_process_ddp_on_cpu_trains_once_and_matches_single_process(tmp_path)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 30
 
-    single_loss, ddp_loss = _final_val_loss(single.stdout), _final_val_loss(ddp.stdout)
+    single_loss, ddp_loss = _final_val_loss(single.stderr), _final_val_loss(ddp.stderr)
     assert 0.5 < ddp_loss / single_loss < 2.0, (single_loss, ddp_loss)
 
 

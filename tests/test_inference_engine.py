@@ -6,7 +6,7 @@ import torch
 from fragment_llm.config import SamplingConfig
 from fragment_llm.inference.engine import generate_tokens
 from fragment_llm.inference.kv_cache import KVCache, forward_cached
-from fragment_llm.inference.sampling import next_token
+from fragment_llm.inference.token_sampling import next_token
 from tests.inference_helpers import tiny_gpt
 
 BLOCK = 16
@@ -56,10 +56,19 @@ def test_greedy_with_cache_equals_without_past_block_size(model, slide_tokens):
     assert len(set(cached[:, 0].tolist())) >= 3  # a real sequence, not one repeated token
 
 
+@torch.no_grad()
+def nanogpt_greedy(model, prompt: list[int], steps: int) -> torch.Tensor:
+    """nanoGPT's generate at temperature 0: the whole context, cropped to its last block_size tokens, every step."""
+    idx = torch.tensor([prompt])
+    for _ in range(steps):
+        logits, _ = model(idx[:, -BLOCK:])
+        idx = torch.cat([idx, logits[:, -1, :].argmax(dim=-1, keepdim=True)], dim=1)
+    return idx[0, len(prompt) :]
+
+
 def test_sliding_one_token_at_a_time_is_nanogpts_crop(model):
     ours = run(model, max_new_tokens=40, temperature=0, slide_tokens=1)[:, 0]
-    reference = model.generate(torch.tensor([PROMPT]), 40, temperature=0)[0, len(PROMPT) :]
-    assert torch.equal(ours, reference)
+    assert torch.equal(ours, nanogpt_greedy(model, PROMPT, 40))
 
 
 def test_prompt_longer_than_the_context_continues_from_its_last_tokens(model):

@@ -24,11 +24,13 @@ STEPS = ["trainer.max_steps=16", "trainer.val_check_interval=4"]  # a checkpoint
 def _start_and_kill_at(marker: Path, moment: str, step: int, args: list[str], cwd: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     cmd = [sys.executable, str(REPO_ROOT / "tests" / "kill_driver.py"), str(marker), moment, str(step), *args]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = marker.with_suffix(".stderr")  # a file, not a pipe: a full pipe nobody reads would stall the run
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
     deadline = time.monotonic() + 240
     while not marker.exists():
         if proc.poll() is not None:
-            pytest.fail(f"training exited before reaching the kill point:\n{proc.stderr.read()[-3000:]}")
+            pytest.fail(f"training exited before reaching the kill point:\n{log.read_text()[-3000:]}")
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail("training never reached the kill point")

@@ -6,9 +6,9 @@ import logging
 
 import torch
 
-from fragment_llm.data.tokenizer import CharTokenizer, train_tokenizer
+from fragment_llm.data.tokenizer import CharTokenizer, token_byte_lengths, train_tokenizer
 from fragment_llm.model.gpt import GPT, GPTConfig
-from fragment_llm.training.metrics import flops_per_token, token_byte_lengths
+from fragment_llm.training.metrics import flops_per_token
 from fragment_llm.training.run import train
 from tests.conftest import compose_train, corpus_text
 from tests.training_helpers import TINY, scalars

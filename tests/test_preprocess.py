@@ -53,6 +53,21 @@ def test_discover_accepts_files_directories_and_globs(tmp_path):
     assert [f.path for f in files] == [a.resolve(), b.resolve(), c.resolve()]
 
 
+def test_a_file_named_on_its_own_is_read_whatever_its_ending(tmp_path):
+    """`data.path=book.txt` with the default data group (extensions ['.py']): extensions only filter walks and globs."""
+    book = _write(tmp_path / "book.txt", "a")
+    notes = _write(tmp_path / "notes.jsonl.gz", gzip.compress(b'{"text": "n"}\n'))
+    plain = _write(tmp_path / "README", "r")
+    files, _ = discover_files([str(book), str(notes), str(plain)], [".py"])
+    assert [(f.path.name, f.format, f.gzip) for f in files] == [
+        ("README", "text", False),
+        ("book.txt", "text", False),
+        ("notes.jsonl.gz", "jsonl", True),
+    ]
+    assert discover_files(str(tmp_path), [".py"])[0] == []  # the same files found by walking: filtered
+    assert discover_files(str(tmp_path / "*.txt"), [".py"])[0] == []  # and by a glob
+
+
 @pytest.mark.parametrize("path", ["nope", "nope/*.txt"])
 def test_a_path_that_matches_nothing_is_a_clear_error(tmp_path, path):
     with pytest.raises(DataError, match="data.path"):

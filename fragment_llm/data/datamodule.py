@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 
 from fragment_llm.data.dataset import TokenCache, TokenWindows
 from fragment_llm.data.pipeline import prepare_token_cache
-from fragment_llm.data.sampler import ResumableRandomSampler
 from fragment_llm.data.tokenizer import Tokenizer, load_tokenizer
+from fragment_llm.data.train_window_order import ResumableRandomSampler
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ from fragment_llm.data.encoding import EncodeSettings, ItemResult, default_worke
 from fragment_llm.data.fingerprint import cache_fingerprint, cache_key
 from fragment_llm.data.readers import Item, check_source, iter_items
 from fragment_llm.data.report import PrepareReport
-from fragment_llm.data.sampling import TokenizerSample
 from fragment_llm.data.shards import ShardWriter, token_dtype
-from fragment_llm.data.sources import SourceFile, discover_files
+from fragment_llm.data.sources import SourceFile, discover_files, nothing_to_read
 from fragment_llm.data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from fragment_llm.data.tokenizer_sample import TokenizerSample
 from fragment_llm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,7 @@ def prepare_token_cache(data: Mapping, tokenizer: Mapping, build: bool = True) -
     t0 = time.perf_counter()
     files, refused = discover_files(d.path, d.extensions, d.exclude_dirs, d.max_file_mb * 1e6)
     if not files:
-        raise DataError(
-            f"data.path: no readable files ending in {list(d.extensions)} (or .gz of them) under {d.path!r}"
-            + (f"; {len(refused)} refused, e.g. {refused[0].path}: {refused[0].reason}" if refused else "")
-            + ". Check data.path and data.extensions."
-        )
+        raise nothing_to_read(d.path, d.extensions, d.exclude_dirs, refused)
     if refused and d.strict:
         raise DataError(f"{refused[0].path}: {refused[0].reason}. Or set data.strict=false to skip such files.")
     fingerprint = cache_fingerprint(files, d, t)

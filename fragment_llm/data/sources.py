@@ -1,6 +1,8 @@
 """Source discovery: the files that `data.path` names, resolved, filtered and checked.
 
-`data.path` holds files, directories and globs. Every file found is resolved; one whose
+`data.path` holds files, directories and globs. A file named on its own is read whatever its
+ending (text unless it is .jsonl/.ndjson/.parquet); `data.extensions` filters what walking a
+directory or matching a glob finds. Every file found is resolved; one whose
 real path (through symlinks or `..`) leaves the source root it was found under is
 refused, as is one over `data.max_file_mb`. Those are not errors: they are listed
 with their reason in the prepare report. Raw inputs are only ever opened for reading.
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,12 +60,16 @@ def normalize_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
     return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
 
 
-def file_format(name: str, extensions: tuple[str, ...]) -> tuple[str, bool] | None:
-    """(format, gzip) for a file name with one of `extensions` (optionally + .gz), else None."""
+def file_format(name: str, extensions: tuple[str, ...], named: bool = False) -> tuple[str, bool] | None:
+    """(format, gzip) for a file name with one of `extensions` (optionally + .gz), else None.
+
+    A file the user `named` on its own is read whatever its ending: `book.txt` trains with the
+    default data group too, whose extensions are only ['.py'].
+    """
     lower = name.lower()
     gz = lower.endswith(".gz") and not any(e.endswith(".gz") for e in extensions)
     inner = lower[:-3] if gz else lower
-    if not inner.endswith(extensions):
+    if not named and not inner.endswith(extensions):
         return None
     if inner.endswith(".jsonl") or inner.endswith(".ndjson"):
         return JSONL, gz
@@ -87,8 +95,9 @@ def discover_files(
     skipped: list[Skipped] = []
     for raw in as_list(paths):
         root, candidates = _expand(raw, excluded, skipped)
+        named = candidates == [root]  # a file given by its own path, not found by walking or a glob
         for path in candidates:
-            fmt = file_format(path.name, exts)
+            fmt = file_format(path.name, exts, named)
             if fmt is None:
                 continue
             try:
@@ -121,7 +130,10 @@ def _expand(raw: str, excluded: set[str], skipped: list[Skipped]) -> tuple[Path,
     if wild is None:
         path = Path(given)
         if not path.exists():
-            raise DataError(f"data.path: {raw!r} does not exist. Point data.path at a file, a directory or a glob.")
+            raise DataError(
+                f"data.path: {raw!r} does not exist (relative paths start from {Path.cwd()}). "
+                "Point data.path at a file, a directory or a glob."
+            )
         root = path.resolve()
         return root, ([root] if root.is_file() else _walk(root, root, excluded, skipped))
     # A glob's root is its literal leading directory: `corpus/**/*.txt` may not reach outside `corpus/`.
@@ -156,6 +168,46 @@ def _walk(top: Path, root: Path, excluded: set[str], skipped: list[Skipped]) -> 
         dirnames[:] = kept
         for name in sorted(filenames):
             yield Path(dirpath) / name
+
+
+def nothing_to_read(
+    paths: str | Sequence[str], extensions: Sequence[str], exclude_dirs: Iterable[str], refused: list[Skipped]
+) -> DataError:
+    """Why `data.path` gave no file to read, and what to type instead."""
+    if refused:
+        return DataError(
+            f"data.path: no readable file under {paths!r}: {len(refused)} refused, e.g. {refused[0].path}: "
+            f"{refused[0].reason}. Fix that file, or point data.path elsewhere."
+        )
+    endings = _endings_under(paths, exclude_dirs).most_common(4)
+    if not endings:
+        return DataError(f"data.path: {paths!r} holds no files. Point data.path at your text.")
+    held = ", ".join(f"{n} {ending}" for ending, n in endings)
+    named = ",".join(e for e, _ in endings if e.startswith("."))
+    fix = f"'data.extensions=[{named}]'" if named else "data.extensions=[...] with their endings"
+    return DataError(
+        f"data.path: no files ending in {list(extensions)} (or .gz of them) under {paths!r}; it holds {held} "
+        f"files. Read them with data=text (text, Markdown, JSON lines, Parquet) or {fix}, or name a file itself."
+    )
+
+
+def _endings_under(paths: str | Sequence[str], exclude_dirs: Iterable[str], limit: int = 10_000) -> Counter[str]:
+    """How many files of each ending (`.txt`, `.md.gz`, ...) the directories and globs of `data.path` hold.
+
+    Looks at `limit` files at most: it only feeds an error message.
+    """
+    endings: Counter[str] = Counter()
+    for raw in as_list(paths):
+        try:
+            _, candidates = _expand(raw, set(exclude_dirs), [])
+        except DataError:
+            continue
+        for path in itertools.islice(candidates, limit):
+            suffixes = [s.lower() for s in path.suffixes[-2:] if 1 < len(s) <= 9]
+            if suffixes and suffixes[-1] != ".gz":
+                suffixes = suffixes[-1:]
+            endings["".join(suffixes) or "(no ending)"] += 1
+    return endings
 
 
 def sources_fingerprint(files: Sequence[SourceFile]) -> list[list]:

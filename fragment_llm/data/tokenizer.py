@@ -267,6 +267,25 @@ def tokenizer_from_json(text: str, source: str = "tokenizer") -> Tokenizer:
     raise TokenizerError(f"{source}: not a Fragment_LLM tokenizer (neither byte-level BPE nor character-level)")
 
 
+def token_byte_lengths(tokenizer_json: str) -> np.ndarray:
+    """(vocab,) UTF-8 bytes each token stands for; 0 for special tokens such as <|endoftext|>.
+
+    Bits per byte = total loss in bits / total bytes, counting only tokens that are text, so
+    models with different vocabularies (or character- vs BPE-level) compare on the same scale.
+    """
+    data = json.loads(tokenizer_json)
+    if "chars" in data:  # character-level: one token per character, then <|endoftext|>
+        return np.array([len(c.encode("utf-8")) for c in data["chars"]] + [0], dtype=np.int64)
+    # Byte-level BPE: every character of a vocabulary entry stands for exactly one byte.
+    vocab: dict[str, int] = data["model"]["vocab"]
+    special = {t["id"] for t in data.get("added_tokens", []) if t.get("special")}
+    lengths = np.zeros(max([*vocab.values(), *special]) + 1, dtype=np.int64)
+    for token, i in vocab.items():
+        if i not in special:
+            lengths[i] = len(token)
+    return lengths
+
+
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     path = Path(path)
     try:

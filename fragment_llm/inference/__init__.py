@@ -1,7 +1,7 @@
 """Inference: load a checkpoint safely, then generate text from it, fast and streaming.
 
 Modules: `loading` (checkpoint, device, precision), `kv_cache` (the cached forward),
-`sampling` (next-token choice), `engine` (the decoding loop and context window),
+`token_sampling` (next-token choice), `engine` (the decoding loop and context window),
 `streaming` (ids to text: UTF-8 safe, stop strings), `prompt` (validation), `api`
 (`load_model`, `LoadedModel`), `repl` (interactive mode), `cli` (`generate.py`).
 """

@@ -27,8 +27,8 @@ from fragment_llm.data.tokenizer import Tokenizer
 from fragment_llm.errors import ConfigError, PromptError
 from fragment_llm.inference.loading import load_checkpoint, resolve_checkpoint, resolve_device, resolve_precision
 from fragment_llm.inference.prompt import clean_prompt, encode_prompt
-from fragment_llm.inference.sampling import check_sampling
 from fragment_llm.inference.streaming import Generation
+from fragment_llm.inference.token_sampling import check_sampling
 from fragment_llm.model.gpt import GPT
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from fragment_llm.inference.kv_cache import KVCache, forward_cached
-from fragment_llm.inference.sampling import next_token
+from fragment_llm.inference.token_sampling import next_token
 from fragment_llm.model.gpt import GPT
 
 

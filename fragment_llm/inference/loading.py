@@ -91,6 +91,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 def load_checkpoint(path: Path) -> tuple[GPT, Tokenizer]:
     """The GPT (on CPU, float32, eval mode) and tokenizer stored in a training checkpoint."""
     checkpoint = load_checkpoint_safely(path)
+    log.info("%s: %s", path.name, origin(checkpoint.get("run_record")))
     config = _model_config(checkpoint, path)
     tokenizer = _tokenizer(checkpoint, path)
     if tokenizer.vocab_size != config.vocab_size:
@@ -110,6 +111,25 @@ def load_checkpoint(path: Path) -> tuple[GPT, Tokenizer]:
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not match the stored model config ({e})") from None
     return model.eval(), tokenizer
+
+
+def origin(record: Any) -> str:
+    """Which run and commit a checkpoint came from, from its run record (training/run_record.py), in one line.
+
+    The record is untrusted text: only printable characters of known fields are shown, each cut short.
+    """
+    if not isinstance(record, dict):
+        return "no run record (written before checkpoints carried one)"
+
+    def shown(key: str, limit: int = 300, within: Any = record) -> str:
+        value = within.get(key) if isinstance(within, dict) else None
+        return "".join(c for c in str(value) if c.isprintable())[:limit]
+
+    git = record.get("git")
+    commit = f"commit {shown('commit', 12, git)}" if isinstance(git, dict) else "no git commit recorded"
+    if isinstance(git, dict) and git.get("dirty"):
+        commit += " with uncommitted changes"
+    return f"trained in {shown('run_dir')} ({commit}, started {shown('started', 40)}): {shown('command')}"
 
 
 def _model_config(checkpoint: dict, path: Path) -> GPTConfig:

@@ -157,33 +157,3 @@ class GPT(nn.Module):
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Sample `max_new_tokens` after `idx` (B, T); the context is cropped to block_size.
-
-        temperature 0 means greedy decoding. This is the simple full-recompute path; it keeps
-        no cache so training and inference share exactly one forward.
-        """
-        for _ in range(max_new_tokens):
-            idx_cond = idx[:, -self.config.block_size :]  # (B, <=block_size)
-            logits, _ = self(idx_cond)
-            logits = logits[:, -1, :]  # (B, vocab)
-            if temperature == 0:
-                idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-            else:
-                logits = logits / temperature
-                if top_k is not None and top_k > 0:
-                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                    logits[logits < v[:, [-1]]] = -float("inf")
-                probs = F.softmax(logits, dim=-1)
-                idx_next = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-            idx = torch.cat((idx, idx_next), dim=1)
-        return idx

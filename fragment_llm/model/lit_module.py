@@ -14,9 +14,9 @@ import lightning.pytorch as pl
 import torch
 from torch.nn import functional as F
 
+from fragment_llm.data.tokenizer import token_byte_lengths
 from fragment_llm.errors import TrainingError
 from fragment_llm.model.gpt import GPT, GPTConfig
-from fragment_llm.training.metrics import token_byte_lengths
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class LitGPT(pl.LightningModule):
         self.optimizer_cfg = dict(optimizer)
         self.tokenizer_json = tokenizer_json
         # Bytes per token id, for bits per byte; not a parameter, not saved (it comes from the tokenizer).
-        lengths = token_byte_lengths(tokenizer_json) if tokenizer_json else torch.zeros(0, dtype=torch.long)
-        self.register_buffer("token_bytes", lengths, persistent=False)
+        lengths = token_byte_lengths(tokenizer_json) if tokenizer_json else []
+        self.register_buffer("token_bytes", torch.as_tensor(lengths, dtype=torch.long), persistent=False)
         self.compile_requested = compile
         self._train_forward = self.model.forward  # replaced by the compiled forward in on_fit_start
         self._compile_checked = True

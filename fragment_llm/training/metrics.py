@@ -1,33 +1,8 @@
-"""What the training metrics are measured in: bytes per token (for bits per byte) and FLOPs per token (for MFU)."""
+"""FLOPs per token, what MFU is measured against (bytes per token, for bits per byte: data/tokenizer.py)."""
 
 from __future__ import annotations
 
-import json
-
-import torch
-
 from fragment_llm.model.gpt import GPTConfig
-
-
-def token_byte_lengths(tokenizer_json: str) -> torch.Tensor:
-    """(vocab,) UTF-8 bytes each token stands for; 0 for special tokens such as <|endoftext|>.
-
-    Bits per byte = total loss in bits / total bytes, counting only tokens that are text, so
-    models with different vocabularies (or character- vs BPE-level) compare on the same scale.
-    """
-    data = json.loads(tokenizer_json)
-    if "chars" in data:  # character-level: one token per character, then <|endoftext|>
-        lengths = [len(c.encode("utf-8")) for c in data["chars"]] + [0]
-        return torch.tensor(lengths, dtype=torch.long)
-    # Byte-level BPE: every character of a vocabulary entry stands for exactly one byte.
-    vocab: dict[str, int] = data["model"]["vocab"]
-    special = {t["id"] for t in data.get("added_tokens", []) if t.get("special")}
-    size = max([*vocab.values(), *special]) + 1
-    lengths = torch.zeros(size, dtype=torch.long)
-    for token, i in vocab.items():
-        if i not in special:
-            lengths[i] = len(token)
-    return lengths
 
 
 def flops_per_token(config: GPTConfig, num_params: int) -> int:

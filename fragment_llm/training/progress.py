@@ -1,11 +1,14 @@
-"""A progress bar over optimizer steps (not epochs), showing loss and tokens/s."""
+"""A progress bar over optimizer steps (not epochs), showing loss and tokens/s, on stderr."""
 
 from __future__ import annotations
 
+import sys
+from contextlib import redirect_stdout
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 # Logged name -> what the bar shows (the bar is narrow; TensorBoard keeps the full names).
 _SHORT_NAMES = {"train/loss": "loss", "val/loss": "val_loss", "train/tokens_per_sec": "tok/s"}
@@ -17,6 +20,19 @@ class StepProgressBar(TQDMProgressBar):
     Training "epochs" here are only a sampling horizon, so a per-epoch bar would mislead.
     Tokens/s comes from the SpeedMonitor callback's logged `train/tokens_per_sec`.
     """
+
+    # Lightning's bars write to stdout, which carries only results here: they are made while stdout is stderr.
+    def init_sanity_tqdm(self) -> Tqdm:
+        with redirect_stdout(sys.stderr):
+            return super().init_sanity_tqdm()
+
+    def init_train_tqdm(self) -> Tqdm:
+        with redirect_stdout(sys.stderr):
+            return super().init_train_tqdm()
+
+    def init_validation_tqdm(self) -> Tqdm:
+        with redirect_stdout(sys.stderr):
+            return super().init_validation_tqdm()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)

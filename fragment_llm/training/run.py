@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import warnings
@@ -14,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -29,10 +30,13 @@ from fragment_llm.training.checkpoint_io import (
     atomic_write,
     load_checkpoint_safely,
 )
+from fragment_llm.training.console import quiet_lightning
 from fragment_llm.training.monitoring import SpeedMonitor
 from fragment_llm.training.precision import resolve_precision
 from fragment_llm.training.resume import RESUME_KEYS, config_changes, plain
 from fragment_llm.training.rng import CarryRNGState
+from fragment_llm.training.run_lock import run_lock
+from fragment_llm.training.run_record import RecordInCheckpoints, collect_run_record, write_run_record
 from fragment_llm.training.rundir import (
     CHECKPOINTS,
     LAST,
@@ -42,6 +46,7 @@ from fragment_llm.training.rundir import (
 )
 
 log = logging.getLogger(__name__)
+quiet_lightning()  # no Lightning tips or messages a user cannot act on
 
 # Windows are sliced from a memmap in microseconds; worker processes would only add start-up time.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -49,7 +54,7 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 # Only a resumed run finds its checkpoint directory in use (a fresh run refuses such a directory).
 warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
-# Our train sampler resumes from Lightning's restored batch counter (data/sampler.py), mid-epoch included.
+# Our train sampler resumes from Lightning's restored batch counter (data/train_window_order.py), mid-epoch included.
 warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
 
 
@@ -57,8 +62,15 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     """Train a model as `cfg` describes; return the run directory, checkpoint paths and val losses.
 
     `overrides` (the command-line overrides behind `cfg`) are stored in the checkpoints, so
-    `train.py` can resume the run with its own settings.
+    `train.py` can resume the run with its own settings. The process that owns the run (rank 0)
+    locks its directory: a second process on the same run is refused (training/run_lock.py).
     """
+    owner = rank_zero_only.rank == 0  # the other ranks of a multi-process job share its directory
+    with run_lock(Path(cfg.paths.output_dir).resolve()) if owner else contextlib.nullcontext():
+        return _train(cfg, overrides)
+
+
+def _train(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
     validate_train_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir).resolve()
@@ -103,6 +115,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         text = OmegaConf.to_yaml(cfg, resolve=True)
         atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()))
         tokenizer.save(run_dir / "tokenizer.json")
+        record = collect_run_record(run_dir, datamodule.cache, trainer)  # what produced this run: the audit trail
+        write_run_record(run_dir, record)
+        trainer.callbacks.append(RecordInCheckpoints(record))
 
     initial_val_loss = None
     if resume_from is None and trainer.limit_val_batches != 0:
@@ -126,6 +141,8 @@ def _build_trainer(cfg: DictConfig, resume_step: int | None) -> pl.Trainer:
     precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     log.info("Precision: %s (%s)", precision, why)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    if cfg.trainer.enable_model_summary:  # the plain table goes to the log; Lightning's default prints to stdout
+        callbacks.append(ModelSummary())
     if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress bar callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks += [CarryRNGState(), FlushLogsOnCheckpoint()]  # exact, complete resumes depend on them

@@ -1,4 +1,8 @@
-"""Text the model writes from fixed prompts, logged to TensorBoard (TEXT tab) every few validations."""
+"""Text the model writes from fixed prompts, logged to TensorBoard (TEXT tab) every few validations.
+
+The text comes from the inference engine (`inference/engine.py`), the decoding loop `generate.py`
+uses, so what TensorBoard shows is what the model will write when sampled later.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
 
+from fragment_llm.config import SamplingConfig
 from fragment_llm.data.tokenizer import Tokenizer, tokenizer_from_json
 from fragment_llm.errors import FragmentLLMError
+from fragment_llm.inference.engine import generate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +41,11 @@ class TextSamples(Callback):
     ) -> None:
         self.prompts = list(prompts)
         self.every_n_validations = every_n_validations
-        self.max_new_tokens, self.temperature, self.top_k, self.seed = max_new_tokens, temperature, top_k, seed
+        self.seed = seed
+        # Always max_new_tokens, past an <|endoftext|> too: the samples of one run stay comparable.
+        self.settings = SamplingConfig(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, stop_at_eot=False, seed=seed
+        )
         self.validations = 0  # during fitting, counted across resumes
         self._encoded: list[tuple[str, list[int]]] = []
         self._tokenizer: Tokenizer | None = None
@@ -77,18 +87,17 @@ class TextSamples(Callback):
             for logger in loggers:
                 logger.experiment.add_text(f"samples/{i}", f"{shown}\n\n{body}", global_step=trainer.global_step)
 
-    @torch.no_grad()
     def generate(self, pl_module: pl.LightningModule) -> list[str]:
+        """One text per prompt: the prompt and its continuation (an unconditional one without the <|endoftext|>)."""
         gpt, tokenizer = pl_module.model, self._tokenizer
         was_training = gpt.training
         gpt.eval()
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         texts = []
         for prompt, ids in self._encoded:
-            idx = torch.tensor([ids], dtype=torch.long, device=pl_module.device)  # (1, T)
-            out = gpt.generate(idx, self.max_new_tokens, self.temperature, self.top_k, generator=generator)
-            skip = 0 if prompt else 1  # the <|endoftext|> an unconditional sample starts from
-            texts.append(tokenizer.decode(out[0, skip:].tolist()))
+            steps = list(generate_tokens(gpt, ids, self.settings, generator=generator))  # each (1,)
+            new = torch.cat(steps).tolist() if steps else []
+            texts.append(tokenizer.decode((ids if prompt else []) + new))
         gpt.train(was_training)
         return texts
 

@@ -1,4 +1,4 @@
-"""The training sampler: random windows from one seeded stream, resumable at any position."""
+"""The order of training windows: one seeded random stream, resumable at any position."""
 
 from __future__ import annotations
 

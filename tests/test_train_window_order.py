@@ -5,7 +5,7 @@ from itertools import islice
 import pytest
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
-from fragment_llm.data.sampler import ResumableRandomSampler
+from fragment_llm.data.train_window_order import ResumableRandomSampler
 
 
 def _stream(sampler: ResumableRandomSampler, passes: int) -> list[int]:
