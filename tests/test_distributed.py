@@ -85,9 +85,7 @@ def test_two_process_ddp_on_cpu_trains_once_and_matches_single_process(tmp_path)
     assert ddp.stdout.count("Run directory:") == 1  # the summary is printed by rank 0 only
     assert "train_ddp_process_1.log" in os.listdir(run)  # rank 1 did run, logging beside rank 0
     ddp_ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    single_ckpt = torch.load(
-        _only_run(single_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
-    )
+    single_ckpt = torch.load(_only_run(single_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ddp_ckpt["global_step"] == single_ckpt["global_step"] == 30
 
     # The same validation windows (all processes' sums reduced) at steps 0, 15 and 30, to float rounding: measured
