@@ -1,51 +1,75 @@
-"""Runs train.py, freezing at a chosen moment of one checkpoint save so that a test can SIGKILL it there.
+"""Runs train.py, freezing at a chosen moment of one real checkpoint save so that a test can SIGKILL it there.
 
     python tests/kill_driver.py MARKER MOMENT STEP [train.py overrides ...]
 
 MOMENT is `mid-write` (half of last.ckpt's new bytes written, nothing renamed yet) or
-`after-rename` (the new last.ckpt in place, training about to go on). When the save of
-last.ckpt at global step STEP reaches that moment, MARKER is created and the process sleeps.
-Test instrumentation only: it patches the checkpoint plugin in this process, nothing else.
+`after-rename` (the new last.ckpt in place, training about to go on). The save runs
+unchanged (Lightning's ModelCheckpoint -> SafeCheckpointIO.save_checkpoint -> atomic_write);
+only its lowest calls are watched: the bytes `torch.save` writes into the temporary file
+of last.ckpt at global step STEP, and the `os.replace` that puts that file in place. At the
+chosen moment MARKER is written with the call stack (the test checks it is the real save
+path) and the process sleeps until it is killed. Test instrumentation only.
 """
 
 import io
+import os
 import runpy
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
 
-import fragment_llm.training.checkpoint_io as checkpoint_io
-
 marker, moment, step = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-save = checkpoint_io.SafeCheckpointIO.save_checkpoint
+real_save, real_replace = torch.save, os.replace
+armed = {"tmp": None}  # the temporary file of the watched save, once torch.save has started writing it
 
 
 def freeze() -> None:
-    marker.touch()
+    staged = marker.with_name(marker.name + ".tmp")
+    staged.write_text("".join(traceback.format_stack()))
+    real_replace(staged, marker)  # the test sees the marker whole or not at all
     time.sleep(600)
 
 
-def save_and_freeze(self, checkpoint, path, storage_options=None):
-    if Path(path).name != "last.ckpt" or checkpoint["global_step"] != step:
-        return save(self, checkpoint, path, storage_options)
-    if moment == "after-rename":
-        save(self, checkpoint, path, storage_options)
+class HalfThenFreeze(io.RawIOBase):
+    """Passes bytes on to the real file and freezes once half of them (`total`) went through."""
+
+    def __init__(self, f, total: int) -> None:
+        self.f, self.left = f, total // 2
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if len(data) >= self.left:
+            self.f.write(data[: self.left])
+            self.f.flush()
+            freeze()
+        self.left -= len(data)
+        return self.f.write(data)
+
+
+def watched_save(obj, f, *args, **kwargs):
+    name = Path(getattr(f, "name", "")).name
+    if name.startswith(".last.ckpt.tmp") and isinstance(obj, dict) and obj.get("global_step") == step:
+        armed["tmp"] = f.name
+        if moment == "mid-write":
+            size = io.BytesIO()
+            real_save(obj, size, *args, **kwargs)
+            return real_save(obj, HalfThenFreeze(f, size.tell()), *args, **kwargs)
+    return real_save(obj, f, *args, **kwargs)
+
+
+def watched_replace(src, dst, *args, **kwargs):
+    real_replace(src, dst, *args, **kwargs)
+    if moment == "after-rename" and armed["tmp"] is not None and os.fspath(src) == armed["tmp"]:
         freeze()
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    data = buffer.getvalue()
-
-    def half_then_freeze(f):
-        f.write(data[: len(data) // 2])
-        f.flush()
-        freeze()
-
-    checkpoint_io.atomic_write(Path(path), half_then_freeze)
 
 
-checkpoint_io.SafeCheckpointIO.save_checkpoint = save_and_freeze
+torch.save, os.replace = watched_save, watched_replace
 train_py = str(Path(__file__).resolve().parents[1] / "train.py")
 sys.argv = [train_py, *sys.argv[4:]]
 runpy.run_path(train_py, run_name="__main__")

@@ -1,7 +1,6 @@
 """Scaling out with Lightning's strategies: presets, and real 2-process DDP on CPU (gloo)."""
 
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF_DIR, REPO_ROOT, compose_train, corpus_text, run_python
+from tests.training_helpers import scalars
 
 
 def test_trainer_presets_compose(tmp_path):
@@ -48,45 +48,56 @@ def test_slurm_launcher_preset_matches_the_trainer(tmp_path):
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
 
 
-def _train(tmp_path: Path, corpus: Path, *extra: str) -> subprocess.CompletedProcess:
+def _train(tmp_path: Path, corpus: Path, *extra: str, batch_size: int = 8) -> subprocess.CompletedProcess:
     args = [
         str(REPO_ROOT / "train.py"), "data=text", f"data.path={corpus}", "model=tiny",
-        "tokenizer.vocab_size=300", "data.batch_size=8", "optimizer.warmup_steps=5", "optimizer.lr=3e-3",
+        "tokenizer.vocab_size=300", f"data.batch_size={batch_size}", "optimizer.warmup_steps=5", "optimizer.lr=3e-3",
         "trainer.max_steps=30", "trainer.val_check_interval=15", "trainer.limit_val_batches=8",
         "trainer.enable_model_summary=false", *extra,
     ]  # fmt: skip
     return run_python(args, tmp_path, timeout=600)
 
 
-def _final_val_loss(log: str) -> float:
-    return float(re.findall(r"val/loss [\d.]+ -> ([\d.]+)", log)[-1])
+def _only_run(root: Path) -> Path:
+    runs = list((root / "outputs" / "train").iterdir())
+    assert len(runs) == 1, runs  # all processes wrote into the one run directory
+    return runs[0]
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs the gloo backend")
 def test_two_process_ddp_on_cpu_trains_once_and_matches_single_process(tmp_path):
+    """2 processes x 8 windows take the same optimizer steps as 1 process x 16: the sampler deals one stream of
+    windows out to the ranks, so each global batch is the same set of windows, and DDP averages the gradients."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(corpus_text(100_000), encoding="utf-8")
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
     single_dir.mkdir(), ddp_dir.mkdir()
 
-    single = _train(single_dir, corpus, "trainer.accelerator=cpu", "trainer.devices=1")
+    same = ["tokenizer=char", "trainer.log_every_n_steps=1"]  # char: no tokenizer training that could differ
+    single = _train(single_dir, corpus, *same, "trainer.accelerator=cpu", "trainer.devices=1", batch_size=16)
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = _train(ddp_dir, corpus, "trainer=ddp_cpu")
+    ddp = _train(ddp_dir, corpus, *same, "trainer=ddp_cpu", batch_size=8)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
-    runs = list((ddp_dir / "outputs" / "train").iterdir())
-    assert len(runs) == 1, runs  # both ranks wrote into the one run directory
-    run = runs[0]
+    run = _only_run(ddp_dir)
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert checkpoints == ["best-step000030.ckpt", "last.ckpt"], checkpoints
-    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) >= 1
     assert ddp.stdout.count("Run directory:") == 1  # the summary is printed by rank 0 only
     assert "train_ddp_process_1.log" in os.listdir(run)  # rank 1 did run, logging beside rank 0
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 30
+    ddp_ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    single_ckpt = torch.load(_only_run(single_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ddp_ckpt["global_step"] == single_ckpt["global_step"] == 30
 
-    single_loss, ddp_loss = _final_val_loss(single.stderr), _final_val_loss(ddp.stderr)
-    assert 0.5 < ddp_loss / single_loss < 2.0, (single_loss, ddp_loss)
+    # The same validation windows (all processes' sums reduced) at steps 0, 15 and 30, to float rounding: measured
+    # within 5e-6 relative; Lightning's own distributed sampler, which permutes each pass, differed by 4e-3.
+    single_val, ddp_val = scalars(_only_run(single_dir), "val/loss"), scalars(run, "val/loss")
+    assert sorted(single_val) == sorted(ddp_val) == [0, 14, 29]
+    assert [ddp_val[s] for s in (0, 14, 29)] == pytest.approx([single_val[s] for s in (0, 14, 29)], rel=1e-4)
+    # And the same weights after 30 steps, each tensor within 2e-3 of its norm (measured <= 2.1e-4: Adam
+    # normalizes rounding-level gradients of a few elements; with the permuted passes it was 0.25-0.5).
+    for key, want in single_ckpt["state_dict"].items():
+        diff = (ddp_ckpt["state_dict"][key] - want).norm() / want.norm().clamp_min(1e-12)
+        assert diff < 2e-3, (key, float(diff))
 
 
 def test_only_the_first_process_builds_the_token_cache(tmp_path):

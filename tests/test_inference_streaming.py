@@ -1,12 +1,16 @@
 """Streaming text: UTF-8 safe incremental decoding, stop strings, end-of-text, stream == generate."""
 
+import itertools
+import json
 import random
 
 import pytest
 import torch
 
 from fragment_llm.config import SamplingConfig
+from fragment_llm.data import fast_bpe
 from fragment_llm.data.tokenizer import EOT_TOKEN, train_tokenizer
+from fragment_llm.inference import streaming
 from fragment_llm.inference.api import LoadedModel, sampling_config
 from fragment_llm.inference.streaming import Generation, IncrementalDecoder, StopMatcher
 from tests.conftest import synthetic_text
@@ -78,13 +82,58 @@ def test_stop_strings_end_the_sample_before_the_stop(bpe_model):
     assert "".join(pieces) == expected
 
 
-def test_stream_equals_generate_and_is_utf8_clean(bpe_model):
-    kw = dict(max_new_tokens=60, temperature=1.0, top_k=0, seed=3, stop_at_eot=False)
+def _token_bytes(tokenizer, token_id: int) -> bytes:
+    """The raw bytes of one byte-level BPE token (special tokens: their text)."""
+    spec = json.loads(tokenizer.to_json())
+    specials = {t["id"]: t["content"] for t in spec["added_tokens"]}
+    if token_id in specials:
+        return specials[token_id].encode()
+    token = {i: t for t, i in spec["model"]["vocab"].items()}[token_id]
+    return bytes(fast_bpe.UNICODE_TO_BYTE[c] for c in token)
+
+
+def _characters_split_across_tokens(token_bytes: list[bytes]) -> list[str]:
+    """The valid multi-byte UTF-8 characters of the byte stream whose bytes came in more than one token."""
+    data = b"".join(token_bytes)
+    cuts = set(itertools.accumulate(len(b) for b in token_bytes))
+    found, i = [], 0
+    while i < len(data):
+        lead = data[i]
+        n = 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 1
+        try:
+            char = data[i : i + n].decode("utf-8")
+        except UnicodeDecodeError:
+            i += 1
+            continue
+        if n > 1 and any(i < cut < i + n for cut in cuts):
+            found.append(char)
+        i += n
+    return found
+
+
+def test_stream_equals_generate_and_is_utf8_clean(bpe_model, ascii_bpe, monkeypatch):
+    """The streamed pieces add up to generate()'s text and to the UTF-8 decoding (Python's codec, not the
+    tokenizer) of the sampled tokens' bytes, in a sample whose multi-byte characters arrive split over byte
+    tokens: each is printed whole, and U+FFFD appears only for bytes that are invalid UTF-8."""
+    sampled: list[int] = []
+    real = streaming.generate_tokens
+
+    def recording(*args, **kwargs):
+        for step in real(*args, **kwargs):
+            sampled.append(int(step[0]))
+            yield step
+
+    monkeypatch.setattr(streaming, "generate_tokens", recording)
+    kw = dict(max_new_tokens=200, temperature=1.0, top_k=0, seed=3, stop_at_eot=False)
     pieces = list(bpe_model.stream("café ", **kw))
+    ids = list(sampled)
     text = bpe_model.generate("café ", **kw)
+    assert sampled[len(ids) :] == ids  # generate() sampled the same tokens
     assert text == "café " + "".join(pieces) and len(pieces) > 10
-    # A random model emits stray byte tokens; a piece may carry U+FFFD only where the full text has it.
-    assert "".join(pieces).count("\ufffd") == text.count("\ufffd")
+    token_bytes = [_token_bytes(ascii_bpe, i) for i in ids]
+    assert "".join(pieces) == b"".join(token_bytes).decode("utf-8", errors="replace")
+    assert _characters_split_across_tokens(token_bytes)  # the case under test occurs in this sample
+    assert any("\ufffd" in ascii_bpe.decode([i]) for i in ids)  # as do stray bytes decoded alone
 
 
 def test_end_of_text_ends_a_sample(ascii_bpe):

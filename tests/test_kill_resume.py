@@ -21,7 +21,9 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 STEPS = ["trainer.max_steps=16", "trainer.val_check_interval=4"]  # a checkpoint every 4 steps
 
 
-def _start_and_kill_at(marker: Path, moment: str, step: int, args: list[str], cwd: Path) -> None:
+def _start_and_kill_at(marker: Path, moment: str, step: int, args: list[str], cwd: Path) -> str:
+    """Run train.py until the save of last.ckpt at `step` reaches `moment`, SIGKILL it; return the call stack
+    it was frozen in."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     cmd = [sys.executable, str(REPO_ROOT / "tests" / "kill_driver.py"), str(marker), moment, str(step), *args]
     log = marker.with_suffix(".stderr")  # a file, not a pipe: a full pipe nobody reads would stall the run
@@ -38,7 +40,20 @@ def _start_and_kill_at(marker: Path, moment: str, step: int, args: list[str], cw
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    stack = marker.read_text()
     marker.unlink()
+    return stack
+
+
+def _assert_in_the_real_save_path(stack: str, innermost: str) -> None:
+    """Killed inside a real training run's own save: Lightning's fit loop -> ModelCheckpoint ->
+    SafeCheckpointIO.save_checkpoint -> atomic_write -> `innermost` (torch.save writing, or os.replace)."""
+    frames = [line.strip() for line in stack.splitlines() if line.strip().startswith("File ")]
+    names = [frame.rsplit(", in ", 1)[-1] for frame in frames]
+    checkpoint_io = [n for f, n in zip(frames, names, strict=True) if "fragment_llm/training/checkpoint_io.py" in f]
+    assert "save_checkpoint,atomic_write" in ",".join(checkpoint_io), stack  # the one save path, called in order
+    assert any("lightning/pytorch/callbacks/model_checkpoint.py" in f for f in frames), stack
+    assert "fit" in names and innermost in names[names.index("atomic_write") :], stack
 
 
 def _step_of(ckpt: Path) -> int:
@@ -54,17 +69,21 @@ def test_sigkill_during_and_after_a_save_then_resume_matches_an_uninterrupted_ru
     run = tmp_path / "killed"
     last, marker = run / "checkpoints" / "last.ckpt", tmp_path / "frozen"
     # 1. Killed half-way through writing the step-8 checkpoint: the step-4 one is intact.
-    _start_and_kill_at(marker, "mid-write", 8, [*args, f"hydra.run.dir={run}"], cwd=tmp_path)
+    stack = _start_and_kill_at(marker, "mid-write", 8, [*args, f"hydra.run.dir={run}"], cwd=tmp_path)
+    _assert_in_the_real_save_path(stack, "write")
     assert _step_of(last) == 4
     assert list(last.parent.glob(".last.ckpt.tmp-*"))  # the half-written file never took last.ckpt's name
 
-    # 2. Resumed, then killed just after the step-12 checkpoint landed, while training goes on.
-    _start_and_kill_at(marker, "after-rename", 12, [f"resume={run}", f"hydra.run.dir={run}"], cwd=tmp_path)
+    # 2. Resumed, then killed just after the step-12 checkpoint landed, while training goes on. (A checkpoint
+    # never chooses where data is read from: the corpus is named again on the command line.)
+    again = [f"resume={run}", f"data.path={corpus}", f"hydra.run.dir={run}"]
+    stack = _start_and_kill_at(marker, "after-rename", 12, again, cwd=tmp_path)
+    _assert_in_the_real_save_path(stack, "watched_replace")
     assert _step_of(last) == 12
     assert not list(last.parent.glob(".*.tmp-*"))  # the resumed run removed the partial file
 
     # 3. Resumed to the end: the same losses, step for step, as the run that was never interrupted.
-    done = run_train_script([f"resume={run}"], cwd=tmp_path)  # Hydra finds the run directory itself
+    done = run_train_script([f"resume={run}", f"data.path={corpus}"], cwd=tmp_path)  # Hydra finds the run itself
     assert done.returncode == 0, done.stderr[-3000:]
     assert _step_of(last) == 16
     expected, got = scalars(reference["run_dir"], "train/loss"), scalars(run, "train/loss")

@@ -8,7 +8,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from torch.utils.data import DataLoader, Sampler
 
 from fragment_llm.data.dataset import TokenCache, TokenWindows
 from fragment_llm.data.pipeline import prepare_token_cache
@@ -59,7 +60,13 @@ class TextDataModule(pl.LightningDataModule):
         return self.cache.meta["tokens"]["train"] if self.cache else 0
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, sampler=self._train_sampler(), drop_last=True)
+        sampler: Sampler[int] = self._train_sampler()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Deal the one stream out in order (index i to rank i % world_size): the processes' batches together
+            # are the batch one process would draw. (Lightning's own wrapper would permute each pass.)
+            world, rank = self.trainer.world_size, self.trainer.global_rank
+            sampler = DistributedSamplerWrapper(sampler, num_replicas=world, rank=rank, shuffle=False)
+        return self._loader(self.train_set, sampler=sampler, drop_last=True)
 
     def _train_sampler(self) -> ResumableRandomSampler:
         """Random window offsets, drawn with replacement; a pass is about one pass over the train tokens.

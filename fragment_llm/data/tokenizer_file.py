@@ -3,8 +3,9 @@
 A tokenizer arrives as JSON text from a cache directory, a run directory, a checkpoint
 or `tokenizer.path`. It is plain data (never a pickle), but a corrupt or hostile file
 could still hold ids that index past the model's embedding table, a vocabulary big
-enough to exhaust memory, or merges that reference nothing. Each is refused here with
-a message naming the file, before the Hugging Face parser or the model ever sees it.
+enough to exhaust memory, merges that reference nothing, or a regular expression that
+backtracks for hours on every encode. Each is refused here with a message naming the
+file, before the Hugging Face parser or the model ever sees it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,67 @@ import json
 from typing import Any
 
 from fragment_llm.config import MAX_VOCAB_SIZE
+from fragment_llm.data.fast_bpe import SPLIT_PATTERN
 from fragment_llm.errors import TokenizerError
 
 EOT_TOKEN = "<|endoftext|>"
 CHAR_FORMAT = "fragment_llm.char/1"
 MAX_TOKENIZER_BYTES = 128 << 20  # a 2**20-token vocabulary with its merges is about 60 MB of JSON
+
+
+# The text-processing steps a tokenizer file may hold, by field: step type -> settings it must have. They run on
+# every encode, so only what the project writes is accepted (tokenizer.py, BPETokenizer.train). A published
+# tokenizer (GPT-2, Llama/Qwen) is accepted by adding its steps here and its split regex to SAFE_PATTERNS.
+ALLOWED_STEPS: dict[str, dict[str, dict[str, Any]]] = {
+    "normalizer": {},
+    "pre_tokenizer": {
+        "Sequence": {},
+        "Split": {"behavior": "Isolated", "invert": False},
+        # use_regex: GPT-2's split, compiled into `tokenizers` (not read from the file); older runs' files use it.
+        "ByteLevel": {},
+    },
+    "post_processor": {},
+    "decoder": {"ByteLevel": {}},
+}
+# Regular expressions a Split/Replace step may use: each known to run in time linear in the text.
+SAFE_PATTERNS: dict[str, str] = {
+    "GPT-4 split (fast_bpe.SPLIT_PATTERN, what BPETokenizer.train writes)": SPLIT_PATTERN,
+}
+_NESTED_STEPS = ("normalizers", "pretokenizers", "processors", "decoders")  # the children of a Sequence
+
+
+def check_text_steps(spec: dict[str, Any], source: str) -> None:
+    """Refuse normalizers, pre-tokenizers, post-processors and decoders the project does not write (naming
+    the field): hostile regexes could hang every encode, unknown steps change what text means."""
+    for field, allowed in ALLOWED_STEPS.items():
+        _check_step(spec.get(field), field, allowed, source, depth=0)
+
+
+def _check_step(step: Any, where: str, allowed: dict[str, dict[str, Any]], source: str, depth: int) -> None:
+    def bad(why: str) -> TokenizerError:
+        return TokenizerError(f"{source}: {where}: {why}; refused (only the steps Fragment_LLM writes are accepted)")
+
+    if step is None and depth == 0:
+        return
+    if not isinstance(step, dict) or step.get("type") not in allowed or depth > 4:
+        kind = step.get("type") if isinstance(step, dict) else type(step).__name__
+        raise bad(f"{kind!r} is not an accepted step here")
+    for key, value in allowed[step["type"]].items():
+        if step.get(key) != value:
+            raise bad(f"{step['type']} with {key}={step.get(key)!r} (accepted: {value!r})")
+    pattern = step.get("pattern")
+    if pattern is not None:
+        regex = pattern.get("Regex") if isinstance(pattern, dict) else None
+        plain = isinstance(pattern, dict) and set(pattern) == {"String"} and isinstance(pattern["String"], str)
+        if not plain and regex not in SAFE_PATTERNS.values():
+            raise bad(f"pattern {str(pattern)[:120]!r} is not a known-safe regular expression")
+    for key in _NESTED_STEPS:
+        children = step.get(key)
+        if children is not None:
+            if not isinstance(children, list) or len(children) > 16:
+                raise bad(f"{key} must be a short list")
+            for i, child in enumerate(children):
+                _check_step(child, f"{where}.{key}[{i}]", allowed, source, depth + 1)
 
 
 def parse_tokenizer_json(text: str, source: str) -> dict[str, Any]:
@@ -71,6 +128,7 @@ def check_bpe_spec(spec: dict[str, Any], source: str) -> None:
             raise bad(f"merge {str(m)[:80]!r} refers to tokens missing from the vocabulary")
     if EOT_TOKEN not in {t["content"] for t in added}:
         raise bad(f"no {EOT_TOKEN} special token (the document separator)")
+    check_text_steps(spec, source)
 
 
 def check_char_spec(spec: dict[str, Any], source: str) -> str:

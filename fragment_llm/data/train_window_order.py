@@ -19,9 +19,11 @@ class ResumableRandomSampler(Sampler[int]):
     had not yet trained on, wherever Lightning draws its epoch boundaries (they move by a batch
     when a run resumes at an epoch's end) and however many batches it prefetched and dropped.
 
-    Under DDP, Lightning's DistributedSamplerWrapper lists a pass and deals index i to rank
-    i % world_size, so `position` counts the indices of all ranks (batches x batch size x
-    world size) and every rank sees the same continuation as without the interruption.
+    Under DDP, the datamodule wraps it in Lightning's DistributedSamplerWrapper without
+    shuffling, which lists a pass and deals index i to rank i % world_size, so `position`
+    counts the indices of all ranks (batches x batch size x world size), every rank sees the
+    same continuation as without the interruption, and the ranks' batches together are the
+    batch one process would draw.
     """
 
     def __init__(self, num_windows: int, num_samples: int, seed: int, position: Callable[[], int] = lambda: 0) -> None:

@@ -2,13 +2,13 @@
 
 A checkpoint is opened with `torch.load(weights_only=True)`: only tensors and plain
 containers are accepted, so a crafted file cannot run code. The model config and the
-tokenizer come from the checkpoint itself (plain dicts and JSON text); nothing from it
-is ever passed to `hydra.utils.instantiate`.
+tokenizer come from the checkpoint itself (plain dicts and JSON text); the config is checked
+against the weights before the model is built (checkpoint_shapes.py), the tokenizer file
+by tokenizer_file.py, and nothing from it is ever passed to `hydra.utils.instantiate`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -19,7 +19,8 @@ import torch
 from fragment_llm.checkpoint_file import load_checkpoint_safely
 from fragment_llm.data.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_json
 from fragment_llm.errors import CheckpointError, ConfigError
-from fragment_llm.model.gpt import GPT, GPTConfig
+from fragment_llm.model.checkpoint_shapes import check_weights_match_config, claimed_config, model_state
+from fragment_llm.model.gpt import GPT
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,9 @@ def load_checkpoint(path: Path) -> tuple[GPT, Tokenizer]:
     """The GPT (on CPU, float32, eval mode) and tokenizer stored in a training checkpoint."""
     checkpoint = load_checkpoint_safely(path)
     log.info("%s: %s", path.name, origin(checkpoint.get("run_record")))
-    config = _model_config(checkpoint, path)
+    config = claimed_config(checkpoint, path)
+    state = model_state(checkpoint)
+    check_weights_match_config(config, state, path)  # before anything is allocated for the model
     tokenizer = _tokenizer(checkpoint, path)
     if tokenizer.vocab_size != config.vocab_size:
         raise CheckpointError(
@@ -100,12 +103,6 @@ def load_checkpoint(path: Path) -> tuple[GPT, Tokenizer]:
             f"vocab_size={config.vocab_size}; they do not belong together."
         )
     model = GPT(config)
-    # Lightning prefixes the LightningModule's attribute ("model."); torch.compile adds "_orig_mod.".
-    state = {
-        k.removeprefix("model.").replace("_orig_mod.", ""): v
-        for k, v in checkpoint.get("state_dict", {}).items()
-        if k.startswith("model.")
-    }
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -130,15 +127,6 @@ def origin(record: Any) -> str:
     if isinstance(git, dict) and git.get("dirty"):
         commit += " with uncommitted changes"
     return f"trained in {shown('run_dir')} ({commit}, started {shown('started', 40)}): {shown('command')}"
-
-
-def _model_config(checkpoint: dict, path: Path) -> GPTConfig:
-    try:
-        stored = checkpoint["hyper_parameters"]["model"]
-        known = {f.name for f in dataclasses.fields(GPTConfig)}
-        return GPTConfig(**{k: v for k, v in stored.items() if k in known})
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: no usable model config in the checkpoint ({e!r})") from None
 
 
 def _tokenizer(checkpoint: dict[str, Any], path: Path) -> Tokenizer:

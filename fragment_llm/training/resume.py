@@ -5,9 +5,10 @@ hyperparameters). `python train.py ckpt_path=last trainer.max_steps=5000` re-com
 config from `conf/` with the run's overrides followed by the new ones, so the model, data
 and optimizer match the run without retyping them, and any value can still be changed.
 
-The stored overrides come from a file, so they are applied only through Hydra's composition
-of our own config tree, and any that would name a class or function (`_target_`) or touch
-Hydra's own settings is refused: a crafted checkpoint cannot make us instantiate anything.
+The stored overrides come from a file that may have been crafted, so each one is checked as
+plain data for our own schema (override_guard.py) before anything is composed: a checkpoint
+cannot add config code, name a class or function, or choose where data is read or written
+(`data.path` and the other location keys come from today's command line).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fragment_llm.errors import CheckpointError
 from fragment_llm.training.checkpoint_io import load_checkpoint_safely
+from fragment_llm.training.override_guard import check_stored_overrides
 from fragment_llm.training.rundir import resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -38,15 +40,12 @@ def without_resume_keys(overrides: list[str]) -> list[str]:
     return [o for o in overrides if _key(o) not in RESUME_KEYS]
 
 
-def stored_overrides(checkpoint: dict[str, Any], path: Path) -> list[str]:
-    overrides = (checkpoint.get("hyper_parameters") or {}).get("overrides") or []
-    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise CheckpointError(f"{path}: its stored overrides are not a list of strings")
-    for o in overrides:
-        key = _key(o)
-        if "_target_" in o or key.startswith("hydra"):
-            raise CheckpointError(f"{path}: refused: its stored override {o!r} would change code or Hydra settings")
-    return overrides
+def stored_overrides(checkpoint: dict[str, Any], path: Path, now: list[str]) -> list[str]:
+    """The run's overrides, each checked as plain data; `now` (today's overrides) may replace location keys."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if not isinstance(hparams, dict):
+        raise CheckpointError(f"{path}: its hyper_parameters are not a mapping; refused")
+    return check_stored_overrides(hparams.get("overrides") or [], {_key(o) for o in now}, path)
 
 
 def merge_overrides(stored: list[str], now: list[str]) -> list[str]:
@@ -66,7 +65,7 @@ def recompose_for_resume(cfg: DictConfig, overrides_now: list[str]) -> tuple[Dic
     run_dir = Path(cfg.paths.output_dir).resolve()
     ckpt = resume_checkpoint(cfg.resume, cfg.ckpt_path, run_dir, Path(cfg.paths.log_dir).resolve() / cfg.task_name)
     checkpoint = load_checkpoint_safely(ckpt, mmap=True)  # memory-mapped: only the small metadata is read
-    merged = merge_overrides(stored_overrides(checkpoint, ckpt), overrides_now)
+    merged = merge_overrides(stored_overrides(checkpoint, ckpt, overrides_now), overrides_now)
     log.info("Resuming %s with overrides: %s", ckpt, " ".join(merged) or "(none)")
     return compose(config_name="train", overrides=merged), without_resume_keys(merged)
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from fragment_llm.config import validate_train_config
 from fragment_llm.data.datamodule import TextDataModule
 from fragment_llm.errors import CheckpointError, ConfigError
+from fragment_llm.model.checkpoint_shapes import check_weights_match_config, claimed_config, model_state
 from fragment_llm.model.lit_module import LitGPT
 from fragment_llm.training.checkpoint_io import (
     FlushLogsOnCheckpoint,
@@ -40,10 +41,14 @@ from fragment_llm.training.run_record import RecordInCheckpoints, collect_run_re
 from fragment_llm.training.rundir import (
     CHECKPOINTS,
     LAST,
+    check_stored_checkpoint_paths,
     refuse_existing_run,
+    refuse_links_in_run_dir,
     remove_partial_checkpoints,
     resume_checkpoint,
 )
+from fragment_llm.training.strategies import check_resume_loader
+from fragment_llm.training.targets import check_targets
 
 log = logging.getLogger(__name__)
 quiet_lightning()  # no Lightning tips or messages a user cannot act on
@@ -72,16 +77,19 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
 
 def _train(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
     validate_train_config(cfg)
+    check_targets(cfg)  # before anything is instantiated, however the config was built
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir).resolve()
     runs_root = Path(cfg.paths.log_dir).resolve() / cfg.task_name
     resume_from = resume_checkpoint(cfg.resume, cfg.ckpt_path, run_dir, runs_root)
-    checkpoint = load_checkpoint_safely(resume_from, mmap=True) if resume_from else None  # refuses pickles early
+    checkpoint = _vetted_checkpoint(resume_from, run_dir) if resume_from else None
     is_main = rank_zero_only.rank == 0  # multi-process runs start this function in every process
     if is_main:
         _prepare_run_dir(run_dir, resuming=resume_from is not None)
 
     trainer = _build_trainer(cfg, resume_step=checkpoint["global_step"] if checkpoint else None)
+    if checkpoint is not None:
+        check_resume_loader(trainer.strategy)  # Lightning reads the checkpoint again through the strategy
     datamodule = TextDataModule(
         data=OmegaConf.to_container(cfg.data, resolve=True),
         tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
@@ -99,9 +107,12 @@ def _train(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
     )
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     compile_model = model_cfg.pop("compile")
+    model_cfg["vocab_size"] = tokenizer.vocab_size
     run_config = {k: v for k, v in plain(cfg).items() if k not in RESUME_KEYS}
+    if checkpoint is not None:  # before the model is built: a resumed run keeps the checkpoint's (vetted) shape
+        _check_resumable(checkpoint, model_cfg, tokenizer.to_json(), run_config, resume_from)
     model = LitGPT(
-        model={**model_cfg, "vocab_size": tokenizer.vocab_size},
+        model=model_cfg,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         tokenizer_json=tokenizer.to_json(),
         compile=compile_model,
@@ -109,8 +120,6 @@ def _train(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
         overrides=list(overrides or []),
     )
     log.info("Model: %.2fM parameters", model.model.num_params() / 1e6)
-    if checkpoint is not None:
-        _check_resumable(checkpoint, model, resume_from)
     if is_main:
         text = OmegaConf.to_yaml(cfg, resolve=True)
         atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()))
@@ -127,6 +136,15 @@ def _train(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     return _finish(trainer, run_dir, initial_val_loss, resume_from)
+
+
+def _vetted_checkpoint(path: Path, run_dir: Path) -> dict[str, Any]:
+    """The checkpoint a run resumes from, read as data and checked before anything is built from it."""
+    checkpoint = load_checkpoint_safely(path, mmap=True)  # weights_only; memory-mapped: tensors stay on disk
+    check_weights_match_config(claimed_config(checkpoint, path), model_state(checkpoint), path)
+    refuse_links_in_run_dir(run_dir)
+    check_stored_checkpoint_paths(checkpoint, run_dir / CHECKPOINTS, path)
+    return checkpoint
 
 
 def _prepare_run_dir(run_dir: Path, resuming: bool) -> None:
@@ -198,21 +216,23 @@ def accumulate_batches(tokens_per_step: int, batch_size: int, block_size: int, w
     return accumulate
 
 
-def _check_resumable(checkpoint: dict[str, Any], model: LitGPT, path: Path) -> None:
+def _check_resumable(
+    checkpoint: dict[str, Any], model_cfg: dict[str, Any], tokenizer_json: str, run_config: dict[str, Any], path: Path
+) -> None:
     """Refuse a resume that would load weights into a different model or read data with another tokenizer."""
     hparams = checkpoint.get("hyper_parameters") or {}
-    changed = config_changes(hparams.get("model") or {}, dict(model.hparams["model"]))
+    changed = config_changes(hparams.get("model") or {}, model_cfg)
     if changed:
         raise CheckpointError(
             f"{path}: this config builds a different model ({'; '.join(changed)}). A resumed run keeps its shape; "
             "drop those overrides (the run's own settings are applied when resuming)."
         )
-    if checkpoint.get("tokenizer") != model.tokenizer_json:
+    if checkpoint.get("tokenizer") != tokenizer_json:
         raise CheckpointError(
             f"{path}: the data or tokenizer settings give a different tokenizer than the run was trained with. "
             "Resume with the run's data.* and tokenizer.* values, or start a new run."
         )
-    changes = config_changes(hparams.get("run_config") or {}, model.hparams["run_config"])
+    changes = config_changes(hparams.get("run_config") or {}, run_config)
     log.info(
         "Resuming from %s (step %d)%s",
         path,

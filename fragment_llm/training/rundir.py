@@ -15,6 +15,7 @@ asked for they fall back to a fresh directory and `train` reports the problem in
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -46,15 +47,15 @@ def run_dir_of_checkpoint(ckpt: str | Path) -> Path | None:
 
 
 def _run_dir(runs_root: str, fresh: str, resume: str | None, ckpt_path: str | None) -> str:
+    found = None
     if resume is not None and Path(resume).expanduser().is_dir():
-        return str(Path(resume).expanduser().resolve())
-    if ckpt_path == "last":
+        found = Path(resume).expanduser().resolve()
+    elif ckpt_path == "last":
         found = newest_run(runs_root)
-        return str(found) if found else fresh
-    if ckpt_path is not None and Path(ckpt_path).expanduser().is_file():
+    elif ckpt_path is not None and Path(ckpt_path).expanduser().is_file():
         found = run_dir_of_checkpoint(ckpt_path)
-        return str(found) if found else fresh
-    return fresh
+    # Hydra opens its log and record files in this directory before our code runs: never one holding links.
+    return str(found) if found and not links_in_run_dir(found) else fresh
 
 
 def _hydra_subdir(output_dir: str, stamp: str) -> str:
@@ -136,6 +137,52 @@ def resume_checkpoint(resume: str | None, ckpt_path: str | None, run_dir: Path, 
             )
         return ckpt
     return None
+
+
+def links_in_run_dir(run_dir: Path, limit: int = 100_000) -> list[Path]:
+    """Symbolic links anywhere in a run directory: a shared run directory could use one to make a resumed
+    run write (logs, checkpoints, Hydra's record) or delete files outside it."""
+    links, seen = [], 0
+    for directory, dirs, files in os.walk(run_dir):  # does not follow links into other directories
+        for name in dirs + files:
+            seen += 1
+            if (Path(directory) / name).is_symlink():
+                links.append(Path(directory) / name)
+        if seen > limit:
+            break
+    return links
+
+
+def refuse_links_in_run_dir(run_dir: Path) -> None:
+    if links := links_in_run_dir(run_dir):
+        raise CheckpointError(
+            f"{run_dir}: refused to resume: the run directory holds symbolic links ({', '.join(map(str, links[:3]))}), "
+            "through which a resumed run could write or delete files elsewhere. Copy the run without links."
+        )
+
+
+# The paths a ModelCheckpoint callback keeps in its state; Lightning may delete those files later.
+_CHECKPOINT_PATH_FIELDS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def check_stored_checkpoint_paths(checkpoint: dict, checkpoints_dir: Path, source: Path) -> None:
+    """Refuse checkpoint-callback state naming files Lightning's own guard would wrongly delete when newer
+    checkpoints replace them: paths with `..` or a URL scheme. (It deletes only files lexically inside the
+    checkpoint directory, and refuse_links_in_run_dir keeps links out of it.)"""
+    for name, state in (checkpoint.get("callbacks") or {}).items():
+        if not (isinstance(name, str) and name.startswith("ModelCheckpoint") and isinstance(state, dict)):
+            continue
+        best_k = state.get("best_k_models") or {}
+        paths = [state.get(f) for f in _CHECKPOINT_PATH_FIELDS]
+        paths += list(best_k) if isinstance(best_k, dict) else [best_k]
+        for path in paths:
+            if path in (None, ""):
+                continue
+            if not isinstance(path, str) or "://" in path or ".." in Path(path).parts:
+                raise CheckpointError(
+                    f"{source}: refused: its checkpoint-callback state names {str(path)[:200]!r}, not a file of "
+                    f"{checkpoints_dir}; a resumed run would delete it when a newer checkpoint replaces it"
+                )
 
 
 def refuse_existing_run(run_dir: Path) -> None:
