@@ -70,14 +70,14 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     `train.py` can resume the run with its own settings. The process that owns the run (rank 0)
     locks its directory: a second process on the same run is refused (training/run_lock.py).
     """
+    validate_train_config(cfg)
+    check_targets(cfg)  # before anything is instantiated (or a run directory made), however the config was built
     owner = rank_zero_only.rank == 0  # the other ranks of a multi-process job share its directory
     with run_lock(Path(cfg.paths.output_dir).resolve()) if owner else contextlib.nullcontext():
         return _train(cfg, overrides)
 
 
 def _train(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
-    validate_train_config(cfg)
-    check_targets(cfg)  # before anything is instantiated, however the config was built
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir).resolve()
     runs_root = Path(cfg.paths.log_dir).resolve() / cfg.task_name
