@@ -131,6 +131,8 @@ def test_data_path_and_other_locations_come_from_todays_command_line(tmp_path, r
     for key in ("paths.log_dir", "callbacks.model_checkpoint.dirpath", "logger.save_dir", "tokenizer.path"):
         with pytest.raises(CheckpointError, match="may not choose where data is read from or written to"):
             check_stored_override(f"{key}=/somewhere/else", set(), "x.ckpt")
+    # A stored override that today's command line replaces is dropped, whatever it says.
+    check_stored_override("data.path=${oc.env:CORPUS}/x", {"data.path"}, "x.ckpt")
 
 
 @pytest.mark.parametrize("claims", [{"n_layer": 10**6}, {"n_embd": 10**9, "n_head": 1}, {"vocab_size": 10**8}])
@@ -236,7 +238,9 @@ def test_a_run_directory_holding_symlinks_is_not_resumed(tmp_path, real_run):
     (run / "tensorboard").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(CheckpointError, match=r"holds symbolic links .*tensorboard"):
         train(compose_train(tmp_path, [*TINY, f"data.path={real_run[0]}", f"ckpt_path={run}/checkpoints/last.ckpt"]))
-    assert list((tmp_path / "elsewhere").iterdir()) == []
+    proc = run_train_script([f"resume={run}", f"data.path={real_run[0]}"], cwd=tmp_path)  # as a user runs it
+    assert proc.returncode == 2 and "holds symbolic links" in proc.stderr and "Traceback" not in proc.stderr
+    assert list((tmp_path / "elsewhere").iterdir()) == []  # Hydra's log and record went to a fresh directory
 
 
 def test_fsdp_resume_reads_with_the_weights_only_loader(tmp_path):
@@ -321,6 +325,7 @@ REFUSED = [
     "model.nonexistent=1",
     "callbacks.samples={}",
     "task_name=" + "x" * 20_000,  # very long
+    "task_name=???",  # a missing value
 ]
 # Accepted, and harmless: literal values of the schema's types, and our own config files.
 ACCEPTED = [

@@ -10,8 +10,9 @@ the *parsed* value is checked (escapes are decoded by then) before anything is c
 
 Refused: interpolations `${...}` anywhere in a value, `_target_` (as key or text), `+`/`++`/`~`
 and `@package` overrides, sweeps and functions, unknown keys, Hydra's own settings, and
-LOCATION_KEYS (where data is read from or written to) unless today's command line gives the
-same key, which then wins. Every refusal names the checkpoint and the entry.
+LOCATION_KEYS (where data is read from or written to). A stored override whose key today's
+command line gives is dropped unchecked (today's value replaces it), which is also how a user
+supplies a location key. Every refusal names the checkpoint and the entry.
 """
 
 from __future__ import annotations
@@ -99,10 +100,12 @@ def check_stored_override(text: str, given_now: set[str], source: Path | str) ->
     if override.value_type != ValueType.ELEMENT:
         raise refuse("a sweep or function (choice, range, glob, ...) is not a setting")
     key, value = override.key_or_group, override.value()
+    if key in given_now:  # dropped: today's command line replaces it (resume.merge_overrides)
+        return override
     _check_plain(value, refuse)
     if key == "hydra" or key.startswith(("hydra.", "hydra/")):
         raise refuse("Hydra's own settings are never taken from a checkpoint")
-    if is_location_key(key) and key not in given_now:
+    if is_location_key(key):
         raise refuse(
             "a checkpoint may not choose where data is read from or written to. Give this key on the command "
             f"line (`{key}=...`; if you trust the stored value, repeat it) and it replaces the stored one"
@@ -119,6 +122,8 @@ def _check_plain(value: Any, refuse, depth: int = 0) -> None:
     if depth > 8:
         raise refuse("nested too deeply")
     if isinstance(value, str):
+        if value == "???":
+            raise refuse("??? (a missing value) is not a setting")
         if "${" in value:
             raise refuse("interpolations (${...}) are config code, not a setting")
         if "_target_" in value:

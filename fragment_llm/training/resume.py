@@ -41,7 +41,7 @@ def without_resume_keys(overrides: list[str]) -> list[str]:
 
 
 def stored_overrides(checkpoint: dict[str, Any], path: Path, now: list[str]) -> list[str]:
-    """The run's overrides, each checked as plain data; `now` (today's overrides) may replace location keys."""
+    """The run's overrides, each checked as plain data, except those that `now` (today's overrides) replaces."""
     hparams = checkpoint.get("hyper_parameters") or {}
     if not isinstance(hparams, dict):
         raise CheckpointError(f"{path}: its hyper_parameters are not a mapping; refused")

@@ -115,6 +115,7 @@ def resume_checkpoint(resume: str | None, ckpt_path: str | None, run_dir: Path, 
                 f"resume={resume}: no {CHECKPOINTS}/{LAST} there. Give the directory of a run that saved "
                 "a checkpoint (it prints 'Run directory: ...'), or drop resume to start a fresh run."
             )
+        refuse_links_in_run_dir(resume_dir)  # (Hydra was then given a fresh directory: see _run_dir)
         if resume_dir != run_dir:
             raise ConfigError(
                 f"resume={resume} but paths.output_dir={run_dir}: a resumed run continues in its own directory. "
@@ -124,6 +125,8 @@ def resume_checkpoint(resume: str | None, ckpt_path: str | None, run_dir: Path, 
     if ckpt_path == "last":
         ckpt = run_dir / CHECKPOINTS / LAST
         if not ckpt.is_file():
+            if found := newest_run(runs_root):
+                refuse_links_in_run_dir(found)
             raise CheckpointError(
                 f"ckpt_path=last: found no run with a {CHECKPOINTS}/{LAST} under {runs_root}. Name the task of the "
                 "run (task_name=... or experiment=...), give resume=<run dir>, or drop ckpt_path to start afresh."
@@ -135,6 +138,8 @@ def resume_checkpoint(resume: str | None, ckpt_path: str | None, run_dir: Path, 
             raise CheckpointError(
                 f"ckpt_path={ckpt_path}: no such file. Give a .ckpt file, 'last', or resume=<run dir>."
             )
+        if owner := run_dir_of_checkpoint(ckpt):
+            refuse_links_in_run_dir(owner)
         return ckpt
     return None
 

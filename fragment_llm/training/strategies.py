@@ -26,10 +26,11 @@ class WeightsOnlyFSDPStrategy(FSDPStrategy):
     """FSDPStrategy whose resume reads the checkpoint with `torch.load(weights_only=True)`.
 
     Lightning's own FSDP loader unpickles a full checkpoint with an unrestricted unpickler
-    (`_lazy_load`) and a sharded directory's metadata with `torch.load` as the caller asks;
-    either runs code from a crafted file. Here a full checkpoint file is read by our
-    weights-only reader and applied as Lightning applies it; sharded directories (which
-    our runs never write: state_dict_type="full") are refused.
+    (`_lazy_load`), and a sharded directory through torch.distributed.checkpoint, whose
+    FileSystemReader reads `.metadata` with plain `pickle.load`; either runs code from a
+    crafted file. Here a full checkpoint file is read by our weights-only reader and applied
+    as Lightning applies it; sharded directories (which our runs never write:
+    state_dict_type="full") are refused.
     """
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
