@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 import warnings
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from fragment_llm.config import validate_train_config
 from fragment_llm.data.datamodule import TextDataModule
 from fragment_llm.errors import CheckpointError, ConfigError
+from fragment_llm.model.gpt import GPTConfig
 from fragment_llm.model.lit_module import LitGPT
 from fragment_llm.training.checkpoint_io import (
     FlushLogsOnCheckpoint,
@@ -184,7 +186,9 @@ def accumulate_batches(tokens_per_step: int, batch_size: int, block_size: int, w
 def _check_resumable(checkpoint: dict[str, Any], model: LitGPT, path: Path) -> None:
     """Refuse a resume that would load weights into a different model or read data with another tokenizer."""
     hparams = checkpoint.get("hyper_parameters") or {}
-    changed = config_changes(hparams.get("model") or {}, dict(model.hparams["model"]))
+    # A checkpoint from before a switch existed was built with that switch's default (GPT-2's layout).
+    defaults = {f.name: f.default for f in fields(GPTConfig) if f.default is not MISSING}
+    changed = config_changes({**defaults, **(hparams.get("model") or {})}, {**defaults, **model.hparams["model"]})
     if changed:
         raise CheckpointError(
             f"{path}: this config builds a different model ({'; '.join(changed)}). A resumed run keeps its shape; "
