@@ -96,12 +96,23 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    weight_decay: float = 0.1
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """conf/optimizer/adamw.yaml and muon.yaml; fragment_llm/model/optimizers.py builds them."""
+
+    name: str = "adamw"  # adamw | muon (Muon on the hidden matrices, AdamW on the rest)
+    lr: float = 1e-3  # adamw: every parameter; muon: the hidden matrices
+    min_lr: float = 1e-4  # where the schedule ends; every group decays by the same factor lr -> min_lr
+    weight_decay: float = 0.1  # decoupled; never on gains and biases
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW's (under muon: the AdamW groups')
     warmup_steps: int = 100
-    decay_steps: int | None = None  # cosine decay length; None means trainer.max_steps
+    decay_steps: int | None = None  # where the decay ends; None means trainer.max_steps
+    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay: flat, then linear to min_lr)
+    decay_fraction: float = 0.5  # wsd: the last fraction of decay_steps that decays
+    adam_lr: float = 3e-3  # muon: AdamW's lr for the embeddings, gains and biases
+    head_lr: float | None = None  # muon: AdamW's lr for an untied lm_head; None: adam_lr
+    momentum: float = 0.95  # muon
+    momentum_warmup_start: float = 0.85  # muon: momentum rises linearly from this to `momentum` ...
+    momentum_warmup_steps: int = 300  # ... over these first steps (0: no warm-up)
+    ns_steps: int = 5  # muon: Newton-Schulz iterations per update
 
 
 @dataclass
@@ -295,6 +306,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         _fail("optimizer.betas", list(o.betas), "must be two numbers in [0, 1)", "Use e.g. [0.9, 0.95]")
     if o.weight_decay < 0:
         _fail("optimizer.weight_decay", o.weight_decay, "must be >= 0", "Use 0 to disable weight decay")
+    validate_optimizer_choices(o)
     if cfg.resume is not None and cfg.ckpt_path is not None:
         _fail("resume", cfg.resume, "and ckpt_path are both set", "Give one: resume=<run dir> or ckpt_path=last|<file>")
     if cfg.tokens_per_step is not None:
@@ -330,6 +342,25 @@ def validate_model_config(m: DictConfig) -> None:
             f"model.{key}: {why}. Change it on the command line (model.{key.split('=')[0]}=...) or choose "
             "another arch=... / model=... preset"
         ) from None
+
+
+def validate_optimizer_choices(o: DictConfig) -> None:
+    if o.name not in ("adamw", "muon"):
+        _fail("optimizer.name", o.name, "is not a known optimizer", "Use optimizer=adamw or optimizer=muon")
+    if o.schedule not in ("cosine", "wsd"):
+        _fail("optimizer.schedule", o.schedule, "is not a known schedule", "Use cosine or wsd")
+    if not 0.0 <= o.decay_fraction <= 1.0:
+        _fail("optimizer.decay_fraction", o.decay_fraction, "must be in [0, 1]", "Use e.g. 0.5")
+    for key in ("adam_lr", "head_lr"):
+        if o[key] is not None and o[key] <= 0:
+            _fail(f"optimizer.{key}", o[key], "must be > 0", "Use e.g. 0.01")
+    for key in ("momentum", "momentum_warmup_start"):
+        if not 0.0 <= o[key] < 1.0:
+            _fail(f"optimizer.{key}", o[key], "must be in [0, 1)", "Use e.g. 0.95")
+    if o.momentum_warmup_steps < 0:
+        _fail("optimizer.momentum_warmup_steps", o.momentum_warmup_steps, "must be >= 0", "Use 0 for no warm-up")
+    if not 1 <= o.ns_steps < 100:
+        _fail("optimizer.ns_steps", o.ns_steps, "must be between 1 and 99", "Use 5")
 
 
 MAX_VOCAB_SIZE = 2**20  # far beyond any small GPT; also the limit for a tokenizer file we load
