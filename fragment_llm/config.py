@@ -9,7 +9,7 @@ files in `conf/` list the schema first in their defaults, so a misspelt key
 from __future__ import annotations
 
 import sysconfig
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -63,23 +63,54 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
+    """Size keys (conf/model/*.yaml) and architecture switches (conf/arch/*.yaml); see GPTConfig.
+
+    The switch defaults are GPT-2's layout, so a checkpoint saved before the switches existed
+    (whose stored model config lacks them) is read as what it is.
+    """
+
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
     block_size: int = 128
     dropout: float = 0.0
-    bias: bool = False
+    bias: bool = False  # biases in Linear layers and LayerNorm (RMSNorm never has one)
+    position: str = "learned"  # learned (a wpe table, GPT-2) | rope (rotary, Llama/Qwen3 `rotate_half`)
+    rope_base: float = 10000.0  # RoPE's theta
+    norm: str = "layernorm"  # layernorm | rmsnorm (with a gain, computed in float32)
+    norm_eps: float = 1e-5  # GPT-2's LayerNorm epsilon; Llama/Qwen3 use 1e-5/1e-6
+    mlp: str = "gelu"  # gelu (exact erf) | swiglu (c_proj(silu(gate) * up), c_fc = [gate; up]) | relu2 (relu(x)^2)
+    # The MLP's inner width. null: 4 * n_embd for gelu/relu2; for swiglu the multiple of 64 nearest
+    # 8/3 * n_embd (its three matrices then hold about the parameters of GELU's two).
+    mlp_hidden: int | None = None
+    qk_norm: bool = False  # per-head RMSNorm on q and k before RoPE (Qwen3's q_norm/k_norm)
+    tie_embeddings: bool = True  # lm_head shares wte's weight; false: a separate output matrix
+    logit_softcap: float | None = None  # logits = cap * tanh(logits / cap); null: off
+    zero_init_proj: bool = False  # zero-init attn/mlp c_proj (and an untied lm_head): blocks start as identity
+    n_kv_head: int | None = None  # grouped-query attention: key/value heads, dividing n_head; null: n_head
+    head_dim: int | None = None  # null: n_embd // n_head; set, n_head * head_dim may differ from n_embd
     compile: bool = False  # torch.compile the training forward; falls back to eager, with a warning, if it fails
 
 
 @dataclass
 class OptimizerConfig:
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    weight_decay: float = 0.1
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """conf/optimizer/adamw.yaml and muon.yaml; fragment_llm/model/optimizers.py builds them."""
+
+    name: str = "adamw"  # adamw | muon (Muon on the hidden matrices, AdamW on the rest)
+    lr: float = 1e-3  # adamw: every parameter; muon: the hidden matrices
+    min_lr: float = 1e-4  # where the schedule ends; every group decays by the same factor lr -> min_lr
+    weight_decay: float = 0.1  # decoupled; never on gains and biases
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW's (under muon: the AdamW groups')
     warmup_steps: int = 100
-    decay_steps: int | None = None  # cosine decay length; None means trainer.max_steps
+    decay_steps: int | None = None  # where the decay ends; None means trainer.max_steps
+    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay: flat, then linear to min_lr)
+    decay_fraction: float = 0.5  # wsd: the last fraction of decay_steps that decays
+    adam_lr: float = 3e-3  # muon: AdamW's lr for the embeddings, gains and biases
+    head_lr: float | None = None  # muon: AdamW's lr for an untied lm_head; None: adam_lr
+    momentum: float = 0.95  # muon
+    momentum_warmup_start: float = 0.85  # muon: momentum rises linearly from this to `momentum` ...
+    momentum_warmup_steps: int = 300  # ... over these first steps (0: no warm-up)
+    ns_steps: int = 5  # muon: Newton-Schulz iterations per update
 
 
 @dataclass
@@ -244,18 +275,7 @@ def _fail(key: str, value: Any, why: str, fix: str) -> None:
 def validate_train_config(cfg: DictConfig) -> None:
     """Cross-field checks that a schema cannot express; raises ConfigError naming the key."""
     m, d, t, o, tr = cfg.model, cfg.data, cfg.tokenizer, cfg.optimizer, cfg.trainer
-    for key in ("n_layer", "n_head", "n_embd", "block_size"):
-        if m[key] <= 0:
-            _fail(f"model.{key}", m[key], "must be positive", f"Set model.{key} to a value >= 1")
-    if m.n_embd % m.n_head != 0:
-        _fail(
-            "model.n_embd",
-            m.n_embd,
-            f"is not divisible by model.n_head={m.n_head}",
-            "Choose n_embd as a multiple of n_head (e.g. 64 per head)",
-        )
-    if not 0.0 <= m.dropout < 1.0:
-        _fail("model.dropout", m.dropout, "must be in [0, 1)", "Use e.g. model.dropout=0.1")
+    validate_model_config(m)
     validate_data_config(d, t)
     if tr.accumulate_grad_batches <= 0:
         _fail(
@@ -284,6 +304,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         _fail("optimizer.betas", list(o.betas), "must be two numbers in [0, 1)", "Use e.g. [0.9, 0.95]")
     if o.weight_decay < 0:
         _fail("optimizer.weight_decay", o.weight_decay, "must be >= 0", "Use 0 to disable weight decay")
+    validate_optimizer_choices(o)
     if cfg.resume is not None and cfg.ckpt_path is not None:
         _fail("resume", cfg.resume, "and ckpt_path are both set", "Give one: resume=<run dir> or ckpt_path=last|<file>")
     if cfg.tokens_per_step is not None:
@@ -304,6 +325,40 @@ def validate_train_config(cfg: DictConfig) -> None:
             _fail("callbacks.samples.max_new_tokens", samples.max_new_tokens, "must be >= 1", "Use e.g. 200")
         if samples.temperature < 0:
             _fail("callbacks.samples.temperature", samples.temperature, "must be >= 0", "Use 0 for greedy")
+
+
+def validate_model_config(m: DictConfig) -> None:
+    """The model's shape and switches, checked by GPTConfig itself (one set of rules), named as model.<key>."""
+    from fragment_llm.model.gpt import GPTConfig  # lazy: prepare.py validates data configs without torch
+
+    known = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
+    try:
+        GPTConfig(vocab_size=1, **{k: v for k, v in m.items() if k in known})
+    except ValueError as e:
+        key, _, why = str(e).partition(": ")
+        raise ConfigError(
+            f"model.{key}: {why}. Change it on the command line (model.{key.split('=')[0]}=...) or choose "
+            "another arch=... / model=... preset"
+        ) from None
+
+
+def validate_optimizer_choices(o: DictConfig) -> None:
+    if o.name not in ("adamw", "muon"):
+        _fail("optimizer.name", o.name, "is not a known optimizer", "Use optimizer=adamw or optimizer=muon")
+    if o.schedule not in ("cosine", "wsd"):
+        _fail("optimizer.schedule", o.schedule, "is not a known schedule", "Use cosine or wsd")
+    if not 0.0 <= o.decay_fraction <= 1.0:
+        _fail("optimizer.decay_fraction", o.decay_fraction, "must be in [0, 1]", "Use e.g. 0.5")
+    for key in ("adam_lr", "head_lr"):
+        if o[key] is not None and o[key] <= 0:
+            _fail(f"optimizer.{key}", o[key], "must be > 0", "Use e.g. 0.01")
+    for key in ("momentum", "momentum_warmup_start"):
+        if not 0.0 <= o[key] < 1.0:
+            _fail(f"optimizer.{key}", o[key], "must be in [0, 1)", "Use e.g. 0.95")
+    if o.momentum_warmup_steps < 0:
+        _fail("optimizer.momentum_warmup_steps", o.momentum_warmup_steps, "must be >= 0", "Use 0 for no warm-up")
+    if not 1 <= o.ns_steps < 100:
+        _fail("optimizer.ns_steps", o.ns_steps, "must be between 1 and 99", "Use 5")
 
 
 MAX_VOCAB_SIZE = 2**20  # far beyond any small GPT; also the limit for a tokenizer file we load

@@ -28,8 +28,19 @@ def test_token_byte_lengths_count_utf8_bytes_and_skip_special_tokens():
 
 def test_flops_per_token_is_six_per_parameter_plus_attention():
     config = GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128)
-    n = GPT(config).num_params()
-    assert flops_per_token(config, n) == 6 * n + 12 * 4 * 4 * 32 * 64
+    n = GPT(config).num_params()  # GPT-2's count: the tied embedding (as the head), without wpe
+    assert flops_per_token(GPT(config)) == 6 * n + 12 * 4 * 4 * 32 * 64
+
+
+def test_flops_per_token_follow_the_switches():
+    """RoPE (no wpe), an untied head (wte is only looked up), SwiGLU, 2 kv heads of 24, 4 query heads of 24."""
+    C, V, L, T, nh, nkv, hs, hidden = 64, 65, 2, 32, 4, 2, 24, 192
+    config = GPTConfig(V, T, L, nh, C, bias=False, position="rope", norm="rmsnorm", mlp="swiglu",
+                       tie_embeddings=False, n_kv_head=nkv, head_dim=hs, qk_norm=True)  # fmt: skip
+    assert config.hidden_size == hidden  # the multiple of 64 nearest 8/3 * 64 = 170.7
+    per_layer = C * (nh + 2 * nkv) * hs + nh * hs * C + C * 2 * hidden + hidden * C + 2 * C + 2 * hs
+    matmul_params = L * per_layer + V * C + C  # blocks, lm_head, ln_f
+    assert flops_per_token(GPT(config)) == 6 * matmul_params + 12 * L * nh * hs * T
 
 
 def test_compile_failure_falls_back_and_val_interval_counts_optimizer_steps(tmp_path, monkeypatch, caplog):

@@ -54,6 +54,23 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, corpus):
     assert all(torch.equal(final_full[k], final_resumed[k]) for k in final_full)
 
 
+def test_a_muon_run_with_the_modern_architecture_resumes_bit_exactly(tmp_path, corpus):
+    """Muon's momentum buffers and warm-up, AdamW's moments and the wsd schedule all come back from the checkpoint."""
+    muon = ["arch=modern", "optimizer=muon", "optimizer.warmup_steps=2", "optimizer.momentum_warmup_steps=8"]
+    full = _train(tmp_path / "full", corpus, *muon, "trainer.max_steps=12")
+    part = tmp_path / "part"
+    _train(part, corpus, *muon, "trainer.max_steps=7")
+    time.sleep(1.05)  # a new event file name (see above)
+    resumed = _train(part, corpus, *muon, "trainer.max_steps=12", "ckpt_path=last")
+    for tag in ("train/loss", "train/lr", "train/grad_norm"):
+        expected = scalars(full["run_dir"], tag)
+        assert len(expected) == 12 and scalars(part / "run", tag) == expected, tag
+    final_full, final_resumed = _weights(full["last_ckpt"]), _weights(resumed["last_ckpt"])
+    assert all(torch.equal(final_full[k], final_resumed[k]) for k in final_full)
+    optimizer = load_checkpoint_safely(resumed["last_ckpt"])["optimizer_states"][0]
+    assert optimizer["param_groups"][0]["kind"] == "muon" and optimizer["param_groups"][0]["momentum"] == 0.95
+
+
 def test_checkpoint_holds_plain_data_and_the_runs_settings(tmp_path, corpus):
     result = _train(tmp_path, corpus, "trainer.max_steps=8")
     ckpt = load_checkpoint_safely(result["last_ckpt"])  # weights_only=True

@@ -1,4 +1,4 @@
-"""LightningModule around the pure GPT: losses and metrics, AdamW and the LR schedule, optional torch.compile.
+"""LightningModule around the pure GPT: losses and metrics, the optimizer and its schedule, optional torch.compile.
 
 Hyperparameters are saved as plain dicts and the tokenizer as its JSON text, so a
 checkpoint describes itself and loads with `torch.load(..., weights_only=True)`.
@@ -17,18 +17,9 @@ from torch.nn import functional as F
 from fragment_llm.data.tokenizer import token_byte_lengths
 from fragment_llm.errors import TrainingError
 from fragment_llm.model.gpt import GPT, GPTConfig
+from fragment_llm.model.optimizers import build_optimizer
 
 log = logging.getLogger(__name__)
-
-
-def warmup_cosine(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
-    """Learning rate at optimizer step `step`: linear warmup, cosine decay to `min_lr`, then flat."""
-    if step < warmup_steps:
-        return lr * (step + 1) / (warmup_steps + 1)
-    if step >= decay_steps:
-        return min_lr
-    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
 
 
 class LitGPT(pl.LightningModule):
@@ -140,16 +131,8 @@ class LitGPT(pl.LightningModule):
             self.log("val/bpb", (sums[2] / (math.log(2) * sums[3])).float())
 
     def configure_optimizers(self) -> dict[str, Any]:
-        o = self.optimizer_cfg
-        groups = self.model.optimizer_param_groups(o["weight_decay"])
-        optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]))
-        decay_steps = o.get("decay_steps") or self.trainer.max_steps
-        lr, min_lr, warmup = o["lr"], o["min_lr"], o["warmup_steps"]
-
-        def lr_factor(step: int) -> float:  # a plain function, so LambdaLR stores no state for it
-            return warmup_cosine(step, lr, min_lr, warmup, decay_steps) / lr
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        decay_steps = self.optimizer_cfg.get("decay_steps") or self.trainer.max_steps
+        optimizer, scheduler = build_optimizer(self.model, self.optimizer_cfg, decay_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

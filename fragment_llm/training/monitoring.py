@@ -33,8 +33,7 @@ class SpeedMonitor(Callback):
         self._last_step = -1
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        gpt = pl_module.model
-        self._flops_per_token = flops_per_token(gpt.config, gpt.num_params())
+        self._flops_per_token = flops_per_token(pl_module.model)
         device = trainer.strategy.root_device
         if device.type == "cuda":  # Lightning knows the peak FLOP/s of common GPUs; CPUs have no such table
             dtype = _COMPUTE_DTYPE.get(str(trainer.precision).split("-")[0], torch.float32)

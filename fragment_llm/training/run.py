@@ -6,6 +6,7 @@ import contextlib
 import logging
 import shlex
 import warnings
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from fragment_llm.config import validate_train_config
 from fragment_llm.data.datamodule import TextDataModule
 from fragment_llm.errors import CheckpointError, ConfigError
 from fragment_llm.model.checkpoint_shapes import check_weights_match_config, claimed_config, model_state
+from fragment_llm.model.gpt import GPTConfig
 from fragment_llm.model.lit_module import LitGPT
 from fragment_llm.training.checkpoint_io import (
     FlushLogsOnCheckpoint,
@@ -221,7 +223,9 @@ def _check_resumable(
 ) -> None:
     """Refuse a resume that would load weights into a different model or read data with another tokenizer."""
     hparams = checkpoint.get("hyper_parameters") or {}
-    changed = config_changes(hparams.get("model") or {}, model_cfg)
+    # A checkpoint from before a switch existed was built with that switch's default (GPT-2's layout).
+    defaults = {f.name: f.default for f in fields(GPTConfig) if f.default is not MISSING}
+    changed = config_changes({**defaults, **(hparams.get("model") or {})}, {**defaults, **model_cfg})
     if changed:
         raise CheckpointError(
             f"{path}: this config builds a different model ({'; '.join(changed)}). A resumed run keeps its shape; "

@@ -1,0 +1,223 @@
+"""The architecture switches: each trains, the KV cache follows it, presets compose, bad shapes are refused,
+parameters are grouped by role, and checkpoints from before the switches still load and write the same text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fragment_llm import load_model
+from fragment_llm.config import validate_train_config
+from fragment_llm.errors import CheckpointError, ConfigError
+from fragment_llm.inference.kv_cache import KVCache, forward_cached
+from fragment_llm.model.gpt import GPT, PARAM_ROLES, GPTConfig
+from fragment_llm.training.run import _check_resumable
+from tests.conftest import compose_train
+from tests.inference_helpers import MODEL, char_tokenizer, save_checkpoint
+from tests.test_inference_engine import run
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# One switch at a time away from GPT-2's layout, then combinations (Llama-, Qwen3-like and the modern preset).
+SWITCHES = {
+    "gpt2": {},
+    "rope": {"position": "rope"},
+    "rmsnorm": {"norm": "rmsnorm"},
+    "swiglu": {"mlp": "swiglu"},
+    "relu2": {"mlp": "relu2", "mlp_hidden": 48},
+    "qk_norm": {"qk_norm": True},
+    "untied": {"tie_embeddings": False},
+    "softcap": {"logit_softcap": 3.0},
+    "zero_init": {"zero_init_proj": True, "tie_embeddings": False},
+    "gqa": {"n_kv_head": 1},
+    "head_dim": {"head_dim": 12, "n_kv_head": 1},
+    "llama": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "tie_embeddings": False, "bias": False},
+    "qwen3": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True, "rope_base": 1e6},
+    "modern": {"position": "rope", "norm": "rmsnorm", "mlp": "relu2", "qk_norm": True, "tie_embeddings": False,
+               "zero_init_proj": True, "logit_softcap": 15.0},
+}  # fmt: skip
+
+
+def randomized(config: GPTConfig, seed: int = 0) -> GPT:
+    """A model whose every parameter (gains and zero-initialised projections too) is random and matters."""
+    torch.manual_seed(seed)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(1.0 + 0.3 * torch.randn_like(p) if p.dim() == 1 else 0.5 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_every_switch_trains(switch):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**MODEL, "vocab_size": 23, **SWITCHES[switch]}))
+    opt = torch.optim.AdamW(model.optimizer_param_groups(0.1), lr=3e-3)
+    data = torch.arange(200) * 7 % 23  # a periodic sequence: easy to learn, impossible to guess at first
+    losses = []
+    for _ in range(40):
+        starts = torch.randint(0, 200 - 17, (8,))
+        rows = data[starts[:, None] + torch.arange(17)]  # (8, 17)
+        _, loss = model(rows[:, :-1], rows[:, 1:].contiguous())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_cached_logits_equal_the_full_forwards_for_every_switch(switch):
+    model = randomized(GPTConfig(**{**MODEL, "vocab_size": 23, **SWITCHES[switch]}))
+    idx = torch.randint(0, 23, (2, MODEL["block_size"]))
+    full, _ = model(idx, idx)  # (2, T, vocab): every position
+    cache = KVCache(model, batch_size=2)
+    cached = [forward_cached(model, idx[:, :5], cache)]  # prefill 5 positions, then one at a time
+    cached += [forward_cached(model, idx[:, t : t + 1], cache) for t in range(5, MODEL["block_size"])]
+    torch.testing.assert_close(torch.stack(cached, dim=1), full[:, 4:], rtol=1e-4, atol=1e-4)
+    assert cache.k.shape[2] == model.config.n_kv_heads  # the cache holds the key/value heads only
+
+
+@pytest.mark.parametrize("switch", ["rope", "qwen3", "modern", "head_dim"])
+@pytest.mark.parametrize("slide", [1, 5])
+def test_cached_greedy_decoding_equals_uncached_across_window_slides(switch, slide):
+    """50 new tokens after 5: the 16-token window slides many times; RoPE positions restart in each window."""
+    model = randomized(GPTConfig(**{**MODEL, "vocab_size": 23, **SWITCHES[switch]}))
+    kw = dict(max_new_tokens=50, temperature=0, slide_tokens=slide)
+    assert torch.equal(run(model, **kw), run(model, use_kv_cache=False, **kw))
+
+
+def test_rope_follows_hugging_faces_rotate_half_convention():
+    """Position p rotates the pair (x[i], x[i + hs/2]) by p * base^(-2i/hs): a relative encoding of q.k."""
+    model = GPT(GPTConfig(**{**MODEL, "vocab_size": 23, "position": "rope", "rope_base": 100.0}))
+    hs = model.config.head_size
+    cos, sin = model.rope(3, 4)
+    angle = 3 * 100.0 ** (-torch.arange(0, hs, 2) / hs)
+    torch.testing.assert_close(cos[0], torch.cat([angle.cos(), angle.cos()]))
+    torch.testing.assert_close(sin[0], torch.cat([angle.sin(), angle.sin()]))
+    assert "transformer.wpe.weight" not in model.state_dict() and "rope_cos" not in model.state_dict()
+
+
+def test_parameters_are_grouped_by_role_each_exactly_once():
+    for switch in ("gpt2", "modern", "qwen3"):
+        model = GPT(GPTConfig(**{**MODEL, "vocab_size": 23, **SWITCHES[switch]}))
+        roles = model.params_by_role()
+        names = [n for role in PARAM_ROLES for n, _ in roles[role]]
+        assert sorted(names) == sorted(n for n, _ in model.named_parameters())  # every parameter once
+        assert all(n.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) for n, _ in roles["hidden_matrices"])
+        assert all(p.dim() == 1 for _, p in roles["gains_and_biases"])
+        tied = model.config.tie_embeddings
+        assert [n for n, _ in roles["head"]] == ([] if tied else ["lm_head.weight"])  # a tied head is the embedding
+        assert "transformer.wte.weight" in dict(roles["embeddings"])
+    qwen3 = GPT(GPTConfig(**{**MODEL, "vocab_size": 23, **SWITCHES["qwen3"]}))
+    q_norm = dict(qwen3.params_by_role()["gains_and_biases"])
+    assert "transformer.h.0.attn.q_norm.weight" in q_norm and "transformer.h.0.attn.k_norm.weight" in q_norm
+
+
+def test_parameter_names_and_shapes_follow_gpt2_with_combined_projections():
+    cfg = GPTConfig(vocab_size=23, block_size=16, n_layer=1, n_head=4, n_embd=32, bias=False, position="rope",
+                    norm="rmsnorm", mlp="swiglu", mlp_hidden=40, qk_norm=True, tie_embeddings=False,
+                    n_kv_head=2, head_dim=12)  # fmt: skip
+    shapes = {n: tuple(p.shape) for n, p in GPT(cfg).named_parameters()}
+    assert shapes == {
+        "transformer.wte.weight": (23, 32),
+        "transformer.h.0.ln_1.weight": (32,),
+        "transformer.h.0.attn.c_attn.weight": ((4 + 2 * 2) * 12, 32),  # [q; k; v]
+        "transformer.h.0.attn.q_norm.weight": (12,),
+        "transformer.h.0.attn.k_norm.weight": (12,),
+        "transformer.h.0.attn.c_proj.weight": (32, 4 * 12),
+        "transformer.h.0.ln_2.weight": (32,),
+        "transformer.h.0.mlp.c_fc.weight": (2 * 40, 32),  # [gate; up]
+        "transformer.h.0.mlp.c_proj.weight": (32, 40),
+        "transformer.ln_f.weight": (32,),
+        "lm_head.weight": (23, 32),
+    }
+
+
+def test_swiglu_is_down_of_silu_gate_times_up():
+    model = randomized(GPTConfig(**{**MODEL, "vocab_size": 23, "mlp": "swiglu", "mlp_hidden": 24}))
+    mlp, x = model.transformer.h[0].mlp, torch.randn(2, 3, MODEL["n_embd"])
+    gate, up = mlp.c_fc.weight[:24], mlp.c_fc.weight[24:]
+    b_gate, b_up = mlp.c_fc.bias[:24], mlp.c_fc.bias[24:]
+    expected = mlp.c_proj(torch.nn.functional.silu(x @ gate.T + b_gate) * (x @ up.T + b_up))
+    torch.testing.assert_close(mlp(x), expected)
+
+
+def test_zero_init_starts_every_block_as_the_identity_and_the_untied_head_at_zero():
+    model = GPT(GPTConfig(**{**MODEL, "vocab_size": 23, **SWITCHES["zero_init"]}))
+    zeroed = [p for n, p in model.named_parameters() if n.endswith(("c_proj.weight", "lm_head.weight"))]
+    assert len(zeroed) == 2 * MODEL["n_layer"] + 1 and not any(p.any() for p in zeroed)
+    assert model.transformer.h[0].mlp.c_fc.weight.std() > 0.01
+
+
+def test_logit_softcap_bounds_the_logits():
+    model = randomized(GPTConfig(**{**MODEL, "vocab_size": 23, "logit_softcap": 2.0}))
+    logits, _ = model(torch.randint(0, 23, (2, 16)), torch.randint(0, 23, (2, 16)))
+    assert logits.abs().max() <= 2.0 and logits.abs().max() > 1.5
+
+
+def test_old_checkpoint_loads_and_writes_the_same_text():
+    """tests/fixtures: a checkpoint and its generations, made with the code before the switches existed."""
+    expected = json.loads((FIXTURES / "gpt2_layout_pre_issue12.json").read_text())
+    lm = load_model(FIXTURES / "gpt2_layout_pre_issue12.ckpt", device="cpu")
+    assert lm.model.config.position == "learned" and lm.model.config.tie_embeddings
+    kw = dict(max_new_tokens=40, stop_at_eot=False)
+    assert lm.generate("abc", temperature=0, **kw) == expected["greedy"]
+    assert lm.generate("abc", temperature=1.0, seed=7, **kw) == expected["sampled_seed_7"]
+    assert lm.generate("abc", temperature=0, use_kv_cache=False, **kw) == expected["greedy_uncached"]
+    g = torch.Generator().manual_seed(3)
+    ids = lm.model.generate(torch.tensor([[0, 1, 2]]), 30, temperature=1.0, top_k=5, generator=g)
+    assert ids[0].tolist() == expected["gpt_generate_ids_seed_3"]
+
+
+def test_resuming_with_other_switches_is_refused_naming_the_key_but_an_old_checkpoint_resumes(tmp_path):
+    from fragment_llm.model.lit_module import LitGPT
+    from tests.inference_helpers import OPT
+
+    old = torch.load(FIXTURES / "gpt2_layout_pre_issue12.ckpt", weights_only=True)
+    tokenizer = char_tokenizer()
+    shape = {k: v for k, v in old["hyper_parameters"]["model"].items()}  # no switch keys: GPT-2's layout
+    same = LitGPT(model={**shape, "position": "learned", "norm": "layernorm"}, optimizer=OPT,
+                  tokenizer_json=tokenizer.to_json(), run_config={})  # fmt: skip
+    old["global_step"] = 0
+    _check_resumable(old, same, tmp_path / "old.ckpt")  # accepted
+    other = LitGPT(
+        model={**shape, "position": "rope"}, optimizer=OPT, tokenizer_json=tokenizer.to_json(), run_config={}
+    )
+    with pytest.raises(CheckpointError, match=r"position: 'learned' -> 'rope'"):
+        _check_resumable(old, other, tmp_path / "old.ckpt")
+    # loading a checkpoint of one architecture describes itself: no switch needs repeating
+    path = save_checkpoint(tmp_path / "modern.ckpt", tokenizer, **SWITCHES["modern"])
+    assert load_model(path, device="cpu").model.config.qk_norm
+
+
+def test_size_and_architecture_compose_independently(tmp_path):
+    cfg = compose_train(tmp_path, ["model=tiny", "arch=modern"])
+    m = cfg.model
+    assert (m.n_embd, m.position, m.mlp, m.tie_embeddings) == (32, "rope", "relu2", False)
+    cfg = compose_train(tmp_path, ["experiment=shakespeare_char_cpu", "arch=llama"])
+    assert (cfg.model.n_embd, cfg.model.block_size, cfg.model.mlp, cfg.model.norm) == (128, 64, "swiglu", "rmsnorm")
+    cfg = compose_train(tmp_path, ["experiment=shakespeare_char_cpu"])  # nanoGPT's recipe stays GPT-2's layout
+    assert (cfg.model.position, cfg.model.norm, cfg.model.mlp, cfg.model.tie_embeddings) == (
+        "learned", "layernorm", "gelu", True)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["arch=llama", "model.n_embd=132", "model.n_head=12"], "model.head_dim=11"),  # RoPE needs even heads
+        (["model.n_kv_head=3"], "model.n_kv_head=3"),
+        (["model.n_embd=100", "model.n_head=3"], "model.n_embd=100"),
+        (["model.position=absolute"], "model.position='absolute'"),
+        (["model.mlp=geglu"], "model.mlp='geglu'"),
+        (["model.logit_softcap=0"], "model.logit_softcap=0"),
+        (["model.head_dim=0"], "model.head_dim=0"),
+    ],
+)
+def test_bad_combinations_fail_at_config_time_naming_the_key(tmp_path, overrides, key):
+    with pytest.raises(ConfigError) as e:
+        validate_train_config(compose_train(tmp_path, overrides))
+    assert str(e.value).startswith(key), str(e.value)

@@ -1,0 +1,181 @@
+"""Muon with AdamW: who gets which parameters, the update itself, state round trips, schedules, config checks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.optim._muon import _zeropower_via_newtonschulz
+
+from fragment_llm.config import validate_train_config
+from fragment_llm.errors import ConfigError
+from fragment_llm.model.gpt import GPT, GPTConfig
+from fragment_llm.model.muon import NS_COEFFICIENTS, MuonWithAdamW, orthogonalize
+from fragment_llm.model.optimizers import build_optimizer, momentum_warmup, warmup_stable_decay
+from tests.conftest import compose_train
+
+MODEL = dict(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=True)
+MUON = dict(name="muon", lr=0.02, min_lr=0.0, weight_decay=0.0, betas=[0.8, 0.95], warmup_steps=2, schedule="wsd",
+            decay_fraction=0.5, adam_lr=0.01, head_lr=0.005, momentum=0.95, momentum_warmup_start=0.85,
+            momentum_warmup_steps=4, ns_steps=5)  # fmt: skip
+
+
+def model(**switches) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**{**MODEL, **switches}))
+
+
+def train_steps(gpt: GPT, opt: torch.optim.Optimizer, sched, steps: int, seed: int = 0) -> list[float]:
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(0, 23, (4, 17), generator=g)
+        _, loss = gpt(idx[:, :-1], idx[:, 1:].contiguous())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_every_parameter_is_in_exactly_one_group_and_muon_gets_the_hidden_matrices_only(tied):
+    gpt = model(tie_embeddings=tied, qk_norm=True)
+    opt, _ = build_optimizer(gpt, MUON, 20)
+    seen = [p for g in opt.param_groups for p in g["params"]]
+    assert len(seen) == len({id(p) for p in seen}) == len(list(gpt.parameters()))  # each exactly once
+    muon = {n for g in opt.param_groups if g["kind"] == "muon" for n in g["param_names"]}
+    matrices = ("c_attn.weight", "c_proj.weight", "c_fc.weight")
+    assert muon == {n for n, _ in gpt.named_parameters() if n.endswith(matrices)}
+    assert "transformer.wte.weight" not in muon and "lm_head.weight" not in muon  # Muon would take them silently
+    lrs = {n: g["lr"] for g in opt.param_groups for n in g["param_names"]}
+    third = pytest.approx(1 / 3)  # the first warmup step's factor
+    assert lrs["transformer.wte.weight"] / 0.01 == third and lrs["transformer.ln_f.weight"] / 0.01 == third
+    assert lrs.get("lm_head.weight", 0.005 / 3) / 0.005 == third
+    assert lrs["transformer.h.0.mlp.c_fc.weight"] / 0.02 == third
+    assert opt.adamw.param_groups == [g for g in opt.param_groups if g["kind"] == "adamw"]
+
+
+def test_newton_schulz_in_float32_is_torchs_iteration():
+    torch.manual_seed(0)
+    for shape in [(96, 32), (32, 32), (32, 128)]:
+        g = torch.randn(shape)
+        ours, torchs = orthogonalize(g, 5), _zeropower_via_newtonschulz(g, NS_COEFFICIENTS, 5, 1e-7).float()
+        assert ours.shape == shape
+        torch.testing.assert_close(ours, torchs, atol=0.03, rtol=0.05)  # torch's runs in bfloat16
+        s = torch.linalg.svdvals(ours)
+        assert 0.6 < s.min() and s.max() < 1.3  # close to semi-orthogonal (Keller's quintic: S in ~(0.7, 1.2))
+
+
+def test_the_gram_space_iteration_equals_the_direct_one():
+    """Wide matrices iterate on x x^T; the result must be the direct iteration's (computed in float64)."""
+    a, b, c = NS_COEFFICIENTS
+    torch.manual_seed(0)
+    for shape in [(32, 96), (128, 32)]:
+        g = torch.randn(shape, dtype=torch.float64)
+        x = g.T if shape[0] > shape[1] else g
+        x = x / x.norm()
+        for _ in range(5):
+            gram = x @ x.T
+            x = a * x + (b * gram + c * gram @ gram) @ x
+        direct = x.T if shape[0] > shape[1] else x
+        torch.testing.assert_close(orthogonalize(g, 5), direct, atol=2e-6, rtol=0)  # float32 rounding
+
+
+def test_a_muon_step_matches_torch_optim_muon():
+    torch.manual_seed(0)
+    w = torch.randn(96, 32, requires_grad=True)
+    w2 = w.detach().clone().requires_grad_(True)
+    bias = torch.zeros(3, requires_grad=True)  # AdamW's part, untouched here
+    ours = MuonWithAdamW([{"params": [w]}], [{"params": [bias]}], lr=0.02, momentum=0.9, weight_decay=0.1)
+    torchs = torch.optim.Muon([w2], lr=0.02, momentum=0.9, weight_decay=0.1)
+    for _ in range(3):
+        grad = torch.randn(96, 32)
+        w.grad, w2.grad = grad.clone(), grad.clone()
+        ours.step()
+        torchs.step()
+    torch.testing.assert_close(w, w2, atol=2e-3, rtol=0)
+
+
+def test_muon_refuses_anything_but_a_matrix():
+    with pytest.raises(ValueError, match="2-D"):
+        MuonWithAdamW([{"params": [torch.zeros(3, requires_grad=True)]}], [{"params": [torch.zeros(2)]}], lr=0.02)
+
+
+def test_state_dict_round_trips_exactly():
+    """Half a run, a save and a load into a fresh model and optimizer, then the rest: identical to one run."""
+    a = model(tie_embeddings=False)
+    opt, sched = build_optimizer(a, MUON, 20)
+    train_steps(a, opt, sched, 6)
+    saved = {k: v.clone() for k, v in a.state_dict().items()}
+    opt_state, sched_state = copy.deepcopy(opt.state_dict()), sched.state_dict()  # the live tensors move on
+    rest = train_steps(a, opt, sched, 6, seed=1)
+
+    b = model(tie_embeddings=False)
+    b.load_state_dict(saved)
+    opt_b, sched_b = build_optimizer(b, MUON, 20)
+    opt_b.load_state_dict(opt_state)
+    sched_b.load_state_dict(sched_state)
+    assert train_steps(b, opt_b, sched_b, 6, seed=1) == rest
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in saved)
+    assert opt_b.adamw.state is opt_b.state and opt_b.adamw.param_groups[0] is opt_b.param_groups[1]
+    assert "momentum_at" not in sched_state  # functions never go into a checkpoint
+
+
+def test_schedules_and_momentum_warmup():
+    lrs = [warmup_stable_decay(s, 1.0, 0.0, 10, 110, 0.5) for s in range(120)]
+    assert lrs[0] == pytest.approx(1 / 11) and lrs[10:55] == [1.0] * 45  # flat until the last half (step 55)
+    assert lrs[55] == 1.0 and lrs[82] == pytest.approx(1 - 27 / 55) and lrs[110:] == [0.0] * 10
+    assert momentum_warmup(0, 0.85, 0.95, 300) == 0.85 and momentum_warmup(150, 0.85, 0.95, 300) == pytest.approx(0.9)
+    assert momentum_warmup(1000, 0.85, 0.95, 300) == 0.95 and momentum_warmup(0, 0.85, 0.95, 0) == 0.95
+    gpt = model()
+    opt, sched = build_optimizer(gpt, MUON, 20)
+    momenta = []
+    for _ in range(6):
+        momenta.append(opt.param_groups[0]["momentum"])
+        opt.step()
+        sched.step()
+    assert momenta == pytest.approx([0.85, 0.875, 0.9, 0.925, 0.95, 0.95])
+    assert opt.param_groups[1]["betas"] == (0.8, 0.95) and "momentum" not in opt.param_groups[1]
+
+
+def test_muon_and_modern_architecture_learn_faster_than_adamw_here():
+    """A sanity check of the whole path on a toy task, not a benchmark: both learn; the loss falls."""
+    gpt = model(position="rope", norm="rmsnorm", mlp="relu2", tie_embeddings=False, zero_init_proj=True)
+    opt, sched = build_optimizer(gpt, {**MUON, "warmup_steps": 0}, 40)
+    data = torch.arange(300) * 5 % 23
+    losses = []
+    for step in range(40):
+        starts = torch.randint(0, 300 - 17, (8,), generator=torch.Generator().manual_seed(step))
+        rows = data[starts[:, None] + torch.arange(17)]
+        _, loss = gpt(rows[:, :-1], rows[:, 1:].contiguous())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optimizer.name=sgd", "optimizer.name"),
+        ("optimizer.schedule=linear", "optimizer.schedule"),
+        ("optimizer.decay_fraction=1.5", "optimizer.decay_fraction"),
+        ("optimizer.momentum=1.0", "optimizer.momentum"),
+        ("optimizer.head_lr=-1", "optimizer.head_lr"),
+        ("optimizer.ns_steps=0", "optimizer.ns_steps"),
+    ],
+)
+def test_bad_optimizer_settings_fail_naming_the_key(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_train_config(compose_train(tmp_path, ["optimizer=muon", override]))
+
+
+def test_optimizer_presets_compose(tmp_path):
+    cfg = compose_train(tmp_path, ["optimizer=muon"])
+    assert (cfg.optimizer.name, cfg.optimizer.schedule, cfg.optimizer.lr) == ("muon", "wsd", 0.02)
+    assert compose_train(tmp_path, []).optimizer.name == "adamw"
