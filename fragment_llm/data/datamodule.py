@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader
 
 from fragment_llm.data.dataset import TokenCache, TokenWindows
@@ -16,6 +17,8 @@ from fragment_llm.data.sampler import ResumableRandomSampler
 from fragment_llm.data.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
+
+CUDA_LOADER_WORKERS = 2  # data.num_workers=null on a GPU: enough to stay ahead of any step
 
 
 class TextDataModule(pl.LightningDataModule):
@@ -37,9 +40,13 @@ class TextDataModule(pl.LightningDataModule):
         self.val_set: TokenWindows | None = None
 
     def _cache(self) -> TokenCache:
-        # Under DDP, only the first process of each node builds; the others wait for its cache.
-        local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
-        return prepare_token_cache(self.data_cfg, self.tokenizer_cfg, build=local_rank == 0)
+        # Under DDP one process builds the cache and the others wait for it: global rank 0 when data.cache_dir
+        # is shared by all nodes, each node's first process with data.cache_per_node (node-local disks).
+        if self.data_cfg.get("cache_per_node"):
+            rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+        else:
+            rank = rank_zero_only.rank  # the global rank, as Lightning reads it from the launcher
+        return prepare_token_cache(self.data_cfg, self.tokenizer_cfg, build=rank == 0)
 
     def prepare_data(self) -> None:
         if self.cache is None:  # Lightning calls this again for each trainer.fit/validate
@@ -69,16 +76,19 @@ class TextDataModule(pl.LightningDataModule):
         with its loop state when a run resumes.
         """
         batch_size = self.data_cfg["batch_size"]
-        num_samples = max(batch_size, self.tokens_per_epoch // self.block_size)
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        num_samples = max(batch_size * world_size, self.tokens_per_epoch // self.block_size)
 
-        def samples_consumed() -> int:  # by all processes: DDP deals one sequence out to the ranks
+        def samples_consumed() -> int:  # by all processes: the sampler deals one stream out to the ranks
             if self.trainer is None:
                 return 0
             batches = self.trainer.fit_loop.epoch_loop.batch_progress.total.processed
             return batches * batch_size * self.trainer.world_size
 
         seed = (getattr(self, "_sampler_resume", None) or {}).get("seed", torch.initial_seed())
-        self._sampler = ResumableRandomSampler(len(self.train_set), num_samples, seed, position=samples_consumed)
+        self._sampler = ResumableRandomSampler(
+            len(self.train_set), num_samples, seed, position=samples_consumed, rank=rank, world_size=world_size
+        )
         return self._sampler
 
     def state_dict(self) -> dict[str, Any]:
@@ -95,12 +105,18 @@ class TextDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, shuffle=False)
 
     def _loader(self, dataset: TokenWindows, **kwargs: Any) -> DataLoader:
-        workers = self.data_cfg["num_workers"]
+        # On a GPU, batches come from page-locked memory (the copy to the device then runs without stalling
+        # the host) and are prepared ahead in worker processes. On a CPU, slicing windows from a memmap
+        # takes microseconds: workers would only add start-up time.
+        on_cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        workers = self.data_cfg.get("num_workers")
+        if workers is None:
+            workers = CUDA_LOADER_WORKERS if on_cuda else 0
         return DataLoader(
             dataset,
             batch_size=self.data_cfg["batch_size"],
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=False,
+            pin_memory=on_cuda,
             **kwargs,
         )

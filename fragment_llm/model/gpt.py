@@ -149,10 +149,19 @@ class GPT(nn.Module):
         return logits, loss
 
     def optimizer_param_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: decay 2-D weights (matmuls, embeddings); never biases or LayerNorm gains."""
-        params = [p for p in self.parameters() if p.requires_grad]  # tied weights appear once
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        """AdamW groups: decay the weights of matmuls and embeddings; never biases or LayerNorm gains.
+
+        Chosen by the module a parameter belongs to, not by its shape: under FSDP every parameter
+        the optimizer sees is a flat 1-D shard.
+        """
+        decay, no_decay, seen = [], [], set()
+        for module in self.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad or id(p) in seen:  # tied weights appear once
+                    continue
+                seen.add(id(p))
+                is_matrix = name == "weight" and isinstance(module, (nn.Linear, nn.Embedding))
+                (decay if is_matrix else no_decay).append(p)
         return [
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
