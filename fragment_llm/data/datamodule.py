@@ -8,8 +8,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from fragment_llm.data.dataset import TokenCache, TokenWindows
 from fragment_llm.data.pipeline import prepare_token_cache
@@ -66,7 +67,13 @@ class TextDataModule(pl.LightningDataModule):
         return self.cache.meta["tokens"]["train"] if self.cache else 0
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, sampler=self._train_sampler(), drop_last=True)
+        sampler: Sampler[int] = self._train_sampler()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Deal the one stream out in order (index i to rank i % world_size): the processes' batches together
+            # are the batch one process would draw. (Lightning's own wrapper would permute each pass.)
+            world, rank = self.trainer.world_size, self.trainer.global_rank
+            sampler = DistributedSamplerWrapper(sampler, num_replicas=world, rank=rank, shuffle=False)
+        return self._loader(self.train_set, sampler=sampler, drop_last=True)
 
     def _train_sampler(self) -> ResumableRandomSampler:
         """Random window offsets, drawn with replacement; a pass is about one pass over the train tokens.
@@ -76,19 +83,16 @@ class TextDataModule(pl.LightningDataModule):
         with its loop state when a run resumes.
         """
         batch_size = self.data_cfg["batch_size"]
-        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        num_samples = max(batch_size * world_size, self.tokens_per_epoch // self.block_size)
+        num_samples = max(batch_size, self.tokens_per_epoch // self.block_size)
 
-        def samples_consumed() -> int:  # by all processes: the sampler deals one stream out to the ranks
+        def samples_consumed() -> int:  # by all processes: DDP deals one sequence out to the ranks
             if self.trainer is None:
                 return 0
             batches = self.trainer.fit_loop.epoch_loop.batch_progress.total.processed
             return batches * batch_size * self.trainer.world_size
 
         seed = (getattr(self, "_sampler_resume", None) or {}).get("seed", torch.initial_seed())
-        self._sampler = ResumableRandomSampler(
-            len(self.train_set), num_samples, seed, position=samples_consumed, rank=rank, world_size=world_size
-        )
+        self._sampler = ResumableRandomSampler(len(self.train_set), num_samples, seed, position=samples_consumed)
         return self._sampler
 
     def state_dict(self) -> dict[str, Any]:
