@@ -47,8 +47,9 @@ class DataConfig:
     shard_tokens: int = 100_000_000  # tokens per shard file in the token cache
     prepare_workers: int | None = None  # processes that clean and encode; None: one per CPU; 1: in-process
     batch_size: int = 32
-    num_workers: int = 0
+    num_workers: int | None = None  # loader processes; None: 0 on CPUs, 2 on GPUs (with pinned memory)
     cache_dir: str = "${paths.cache_dir}"
+    cache_per_node: bool = False  # multi-node: each node builds its own cache (cache_dir on node-local disks)
 
 
 @dataclass
@@ -390,7 +391,7 @@ def validate_data_config(d: DictConfig, t: DictConfig) -> None:
             _fail("tokenizer.train_chars", t.train_chars, "must be positive", "Use e.g. 20000000")
     if d.batch_size <= 0:
         _fail("data.batch_size", d.batch_size, "must be positive", "Set data.batch_size to 1 or more")
-    if d.num_workers < 0:
+    if d.num_workers is not None and d.num_workers < 0:
         _fail("data.num_workers", d.num_workers, "must be >= 0", "Use 0 to load batches in the main process")
     if d.prepare_workers is not None and d.prepare_workers < 1:
         _fail("data.prepare_workers", d.prepare_workers, "must be >= 1", "Use 1 for in-process, null for one per CPU")

@@ -31,12 +31,16 @@ def compose_train(tmp_path: Path, overrides: list[str] | tuple[str, ...] = ()) -
     return compose_config("train", [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run", *overrides])
 
 
+def python_env() -> dict[str, str]:
+    """The environment of a subprocess that imports this checkout."""
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "0"}
+
+
 def run_python(args: list[str], cwd: Path | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`python ARGS` in a subprocess with this checkout importable, as a user runs train.py/generate.py/prepare.py."""
-    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kwargs
+        [sys.executable, *args], cwd=cwd, env=python_env(), capture_output=True, text=True, timeout=timeout, **kwargs
     )
 
 

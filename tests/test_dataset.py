@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from fragment_llm.data import pipeline, readers
+from fragment_llm.data import datamodule, pipeline, readers
 from fragment_llm.data.datamodule import TextDataModule
 from fragment_llm.data.dataset import TokenCache, TokenWindows, token_dtype
 from fragment_llm.data.dedup import SeenHashes
@@ -296,3 +296,57 @@ def test_datamodule_setup_on_another_rank_finds_the_finished_cache(corpus, tmp_p
     assert x.shape == y.shape == (4, 16) and x.dtype == torch.int64
     vx, _ = next(iter(rank1.val_dataloader()))
     assert vx.shape == (4, 16)
+
+
+def test_waiting_ranks_fail_early_when_no_build_of_the_cache_is_visible(tmp_path):
+    # Rank 0 builds in `.<name>.<host>.<pid>.tmp` beside the cache; on another node's own disk nothing appears.
+    with pytest.raises(DataError, match=r"data\.cache_per_node=true"):
+        TokenCache.wait_for(tmp_path / "0123456789abcdef", unseen_s=0.3, poll_s=0.05)
+
+
+def test_waiting_ranks_wait_as_long_as_a_build_is_in_progress(corpus, tmp_path):
+    import threading
+    import time
+
+    built = _prepare(corpus, tmp_path / "elsewhere")
+    target = tmp_path / "cache" / built.directory.name
+    building = target.with_name(f".{target.name}.node0.123.tmp")
+    building.mkdir(parents=True)
+
+    def finish_later():
+        time.sleep(1.0)  # longer than unseen_s: only the visible build keeps the waiter waiting
+        shutil.rmtree(building)
+        shutil.copytree(built.directory, target)
+
+    thread = threading.Thread(target=finish_later)
+    thread.start()
+    cache = TokenCache.wait_for(target, unseen_s=0.5, poll_s=0.05)
+    thread.join()
+    assert cache.meta["tokens"] == built.meta["tokens"]
+
+
+@pytest.mark.parametrize("per_node", [False, True])
+def test_global_rank_0_builds_the_cache_unless_each_node_builds_its_own(corpus, tmp_path, monkeypatch, per_node):
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    data = {"path": str(corpus), "cache_dir": str(tmp_path / "cache"), "batch_size": 4, "cache_per_node": per_node}
+    calls = []
+    monkeypatch.setattr(datamodule, "prepare_token_cache", lambda d, t, build=True: calls.append(build))
+    monkeypatch.setattr(rank_zero_only, "rank", 1)  # global rank 1: the first process of the second node
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    TextDataModule(data=data, tokenizer={"vocab_size": 300}, block_size=16).prepare_data()
+    assert calls == [per_node]
+
+
+def test_loaders_pin_memory_and_use_workers_on_gpus_only(corpus, tmp_path):
+    from types import SimpleNamespace
+
+    data = {"path": str(corpus), "cache_dir": str(tmp_path / "cache"), "batch_size": 4, "num_workers": None}
+    module = TextDataModule(data=data, tokenizer={"vocab_size": 300}, block_size=16)
+    module.setup("fit")
+    on = {}
+    for device in ("cpu", "cuda"):
+        module.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        loader = module.val_dataloader()
+        on[device] = (loader.pin_memory, loader.num_workers)
+    assert on == {"cpu": (False, 0), "cuda": (True, 2)}

@@ -157,3 +157,15 @@ def test_a_ddp_run_resumes_under_ddp(tmp_path):
     assert len(runs) == 1  # the resumed run continued in its own directory
     ckpt = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 24
+
+
+def test_ddp_has_no_buffer_to_broadcast_at_every_forward():
+    from fragment_llm.data.tokenizer import train_tokenizer
+    from fragment_llm.model.lit_module import LitGPT
+
+    tokenizer = train_tokenizer("char", ["abc"], vocab_size=0)
+    model = dict(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8)
+    module = LitGPT(model=model, optimizer={}, tokenizer_json=tokenizer.to_json())
+    assert list(module.buffers()) == []  # DDP broadcasts every buffer from rank 0 before each forward
+    assert module.token_bytes.tolist() == [1, 1, 1, 0]  # bits per byte still has its byte counts
+    assert "token_bytes" not in module.state_dict()

@@ -9,6 +9,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Sampler
 
 from fragment_llm.data.dataset import TokenCache, TokenWindows
@@ -17,6 +18,8 @@ from fragment_llm.data.tokenizer import Tokenizer, load_tokenizer
 from fragment_llm.data.train_window_order import ResumableRandomSampler
 
 log = logging.getLogger(__name__)
+
+CUDA_LOADER_WORKERS = 2  # data.num_workers=null on a GPU: enough to stay ahead of any step
 
 
 class TextDataModule(pl.LightningDataModule):
@@ -38,9 +41,13 @@ class TextDataModule(pl.LightningDataModule):
         self.val_set: TokenWindows | None = None
 
     def _cache(self) -> TokenCache:
-        # Under DDP, only the first process of each node builds; the others wait for its cache.
-        local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
-        return prepare_token_cache(self.data_cfg, self.tokenizer_cfg, build=local_rank == 0)
+        # Under DDP one process builds the cache and the others wait for it: global rank 0 when data.cache_dir
+        # is shared by all nodes, each node's first process with data.cache_per_node (node-local disks).
+        if self.data_cfg.get("cache_per_node"):
+            rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0)))
+        else:
+            rank = rank_zero_only.rank  # the global rank, as Lightning reads it from the launcher
+        return prepare_token_cache(self.data_cfg, self.tokenizer_cfg, build=rank == 0)
 
     def prepare_data(self) -> None:
         if self.cache is None:  # Lightning calls this again for each trainer.fit/validate
@@ -102,12 +109,18 @@ class TextDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, shuffle=False)
 
     def _loader(self, dataset: TokenWindows, **kwargs: Any) -> DataLoader:
-        workers = self.data_cfg["num_workers"]
+        # On a GPU, batches come from page-locked memory (the copy to the device then runs without stalling
+        # the host) and are prepared ahead in worker processes. On a CPU, slicing windows from a memmap
+        # takes microseconds: workers would only add start-up time.
+        on_cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        workers = self.data_cfg.get("num_workers")
+        if workers is None:
+            workers = CUDA_LOADER_WORKERS if on_cuda else 0
         return DataLoader(
             dataset,
             batch_size=self.data_cfg["batch_size"],
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=False,
+            pin_memory=on_cuda,
             **kwargs,
         )

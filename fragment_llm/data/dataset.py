@@ -8,6 +8,7 @@ Nothing is loaded into memory: windows are sliced from memory-mapped shards.
 from __future__ import annotations
 
 import bisect
+import glob
 import json
 import logging
 import os
@@ -82,13 +83,28 @@ class TokenCache:
         return ShardedTokens(self.shard_paths(split), self.meta["dtype"])
 
     @classmethod
-    def wait_for(cls, directory: Path, timeout_s: float = 24 * 3600, poll_s: float = 1.0) -> TokenCache:
-        """Open the cache another process is building, once it is finished (its manifest is renamed in last)."""
+    def wait_for(
+        cls, directory: Path, unseen_s: float = 300.0, timeout_s: float = 24 * 3600, poll_s: float = 1.0
+    ) -> TokenCache:
+        """Open the cache another process is building, once it is finished (its manifest is renamed in last).
+
+        The builder works in `.<name>.<host>.<pid>.tmp` beside the cache from its first step. When neither
+        that nor the cache has been seen for `unseen_s`, the builder has failed, or it writes where this
+        process cannot see: a cache directory on each node's own disk.
+        """
         log.info("Waiting for the first process to build the token cache %s", directory)
-        deadline = time.monotonic() + timeout_s
+        start = last_seen = time.monotonic()
         while not (directory / "manifest.json").is_file():
-            if time.monotonic() > deadline:
-                raise DataError(f"{directory}: no token cache appeared after {timeout_s:.0f}s; did rank 0 fail?")
+            now = time.monotonic()
+            if any(directory.parent.glob(f".{glob.escape(directory.name)}.*.tmp")):
+                last_seen = now
+            if now - last_seen > unseen_s or now - start > timeout_s:
+                raise DataError(
+                    f"data.cache_dir: no token cache appeared at {directory} after {now - start:.0f}s, and no build "
+                    "of it is in progress there. Rank 0 builds the cache for every process: put data.cache_dir on "
+                    "storage all nodes share, or set data.cache_per_node=true to build one on each node (if rank 0 "
+                    "failed, its log says why)."
+                )
             time.sleep(poll_s)
         return cls.open(directory)
 

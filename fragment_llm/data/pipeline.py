@@ -57,7 +57,7 @@ def as_configs(data: Mapping, tokenizer: Mapping) -> tuple[DataConfig, Tokenizer
 def prepare_token_cache(data: Mapping, tokenizer: Mapping, build: bool = True) -> TokenCache:
     """The token cache for this data and tokenizer config, built unless a finished one exists.
 
-    With `build=False` (every process but the first on a node, under DDP) wait for the process that
+    With `build=False` (every process but the one that builds, under DDP) wait for the process that
     builds it instead, so the corpus is encoded and the tokenizer trained once.
     """
     d, t = as_configs(data, tokenizer)
@@ -164,15 +164,16 @@ class _Builder:
 
     def build(self, fingerprint: dict[str, Any]) -> TokenCache:
         t0 = time.perf_counter()
-        sources = self._check_sources()
-        tokenizer = self._tokenizer(sources)
-        # Build in a private temporary directory, then rename: see the module docstring.
+        # Build in a private temporary directory, then rename: see the module docstring. It exists from the
+        # first step, so processes waiting for this cache (TokenCache.wait_for) see a build in progress.
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         _remove_abandoned_builds(self.directory)
         tmp = self.directory.with_name(f".{self.directory.name}.{socket.gethostname()}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
+            sources = self._check_sources()
+            tokenizer = self._tokenizer(sources)
             tokenizer.save(tmp / "tokenizer.json")
             shards = self._encode(sources, tokenizer, tmp)
             self.report.seconds["total"] = time.perf_counter() - t0 + self.report.seconds.get("discover", 0.0)

@@ -12,12 +12,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch.nn import functional as F
 
 from fragment_llm.data.tokenizer import token_byte_lengths
 from fragment_llm.errors import TrainingError
 from fragment_llm.model.gpt import GPT, GPTConfig
 from fragment_llm.model.optimizers import build_optimizer
+from fragment_llm.training.sharding import clip_grad_norm
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +46,21 @@ class LitGPT(pl.LightningModule):
         self.model = GPT(GPTConfig(**model))
         self.optimizer_cfg = dict(optimizer)
         self.tokenizer_json = tokenizer_json
-        # Bytes per token id, for bits per byte; not a parameter, not saved (it comes from the tokenizer).
+        # Bytes per token id, for bits per byte; not saved (it comes from the tokenizer), and not a buffer:
+        # DDP would broadcast every buffer from rank 0 at every forward.
         lengths = token_byte_lengths(tokenizer_json) if tokenizer_json else []
-        self.register_buffer("token_bytes", torch.as_tensor(lengths, dtype=torch.long), persistent=False)
+        self._token_bytes = torch.as_tensor(lengths, dtype=torch.long)
         self.compile_requested = compile
         self._train_forward = self.model.forward  # replaced by the compiled forward in on_fit_start
         self._compile_checked = True
         self._val_sums: torch.Tensor | None = None
+
+    @property
+    def token_bytes(self) -> torch.Tensor:
+        """(vocab,) UTF-8 bytes per token id, on the module's device (moved there once)."""
+        if self._token_bytes.device != self.device:
+            self._token_bytes = self._token_bytes.to(self.device)
+        return self._token_bytes
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -100,13 +110,27 @@ class LitGPT(pl.LightningModule):
             "then continue with ckpt_path=last and the changed values."
         )
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Before clipping (Lightning clips after this hook), and unscaled under 16-bit mixed precision.
-        if not self._logging_step():
-            return
-        norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
-        if norms:
-            self.log("train/grad_norm", torch.linalg.vector_norm(torch.stack(norms)), on_step=True, on_epoch=False)
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip by the global gradient norm and log that norm, before clipping, as train/grad_norm.
+
+        Called by Lightning before every optimizer step, with gradients unscaled under 16-bit mixed precision.
+        Under FSDP the norm comes from the root FSDP module, over all shards (sharding.py); Lightning's own
+        clipping by norm refuses to run there.
+        """
+        by_value = gradient_clip_algorithm == GradClipAlgorithmType.VALUE
+        max_norm = None if by_value else gradient_clip_val
+        logging_step = self._logging_step()
+        if max_norm or logging_step:
+            norm = clip_grad_norm(self.trainer.strategy, self.parameters(), max_norm)
+            if logging_step:
+                self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        if by_value:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_validation_epoch_start(self) -> None:
         # [summed loss in nats, tokens, summed loss over text tokens, their bytes]; MPS has no float64

@@ -12,6 +12,7 @@ Reading always uses `torch.load(weights_only=True)`: tensors and plain container
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,7 +28,8 @@ from fragment_llm.checkpoint_file import load_checkpoint_safely  # noqa: F401  (
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Call `write(file)` on a temporary file, then put it at `path`: a crash leaves the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # Host and PID: two processes (on two nodes, maybe with the same PID in containers) never share a temp file.
+    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             write(f)

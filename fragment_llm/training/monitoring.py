@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import Callback
 
 from fragment_llm.training.metrics import flops_per_token
+from fragment_llm.training.peak_flops import compute_dtype, gpu_label, peak_flops
 
-_COMPUTE_DTYPE = {"bf16": torch.bfloat16, "16": torch.float16, "64": torch.float64}
+log = logging.getLogger(__name__)
 
 
 class SpeedMonitor(Callback):
-    """Logs `train/tokens_per_sec` (all processes together) and, where the GPU's peak is known, `train/mfu`.
+    """Logs `train/tokens_per_sec` (all processes together), `train/mfu` where the GPU's dense peak is known
+    (peak_flops.py), and on GPUs `train/max_memory_gb` (the most this process's tensors held so far).
 
     Measured over the optimizer steps between two logging points, validation excluded; the
-    progress bar shows the same figure. `tokens_per_sec` is the whole run's average.
+    progress bar shows the same figure. `tokens_per_sec` is the whole run's average. MFU is per
+    GPU: all processes' tokens/s over the processes, against one GPU's peak.
     """
 
     def __init__(self) -> None:
@@ -29,15 +32,25 @@ class SpeedMonitor(Callback):
         self._window_tokens, self._window_start = 0, 0.0
         self._paused_at: float | None = None
         self._flops_per_token = 0
-        self._peak_flops: int | None = None
+        self._peak_flops: float | None = None
         self._last_step = -1
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Before the strategy wraps the model: under FSDP each process then holds a shard of every parameter.
         self._flops_per_token = flops_per_token(pl_module.model)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         device = trainer.strategy.root_device
-        if device.type == "cuda":  # Lightning knows the peak FLOP/s of common GPUs; CPUs have no such table
-            dtype = _COMPUTE_DTYPE.get(str(trainer.precision).split("-")[0], torch.float32)
-            self._peak_flops = get_available_flops(device, dtype)
+        if device.type == "cuda":  # CPUs have no such table
+            name, tf32 = torch.cuda.get_device_name(device), torch.get_float32_matmul_precision() != "highest"
+            self._peak_flops = peak_flops(name, str(trainer.precision), tf32)
+            dtype = compute_dtype(str(trainer.precision), tf32)
+            if trainer.is_global_zero and self._peak_flops:
+                log.info(
+                    "MFU against the %s's dense %s peak: %.0f TFLOP/s", gpu_label(name), dtype, self._peak_flops / 1e12
+                )
+            elif trainer.is_global_zero:
+                log.info("No train/mfu: no dense %s peak known for %s (training/peak_flops.py)", dtype, name)
         self._window_start, self._last_step = self._now(trainer), trainer.global_step
 
     @staticmethod
@@ -65,6 +78,9 @@ class SpeedMonitor(Callback):
         if self._peak_flops:
             mfu = window_rate / trainer.world_size * self._flops_per_token / self._peak_flops
             pl_module.log("train/mfu", mfu, on_step=True, on_epoch=False)
+        if trainer.strategy.root_device.type == "cuda":  # the allocator's own count: no device sync
+            peak_bytes = torch.cuda.max_memory_allocated(trainer.strategy.root_device)
+            pl_module.log("train/max_memory_gb", peak_bytes / 1e9, on_step=True, on_epoch=False)
         self._window_tokens, self._window_start = 0, now
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

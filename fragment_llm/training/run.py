@@ -49,6 +49,7 @@ from fragment_llm.training.rundir import (
     remove_partial_checkpoints,
     resume_checkpoint,
 )
+from fragment_llm.training.sharding import wraps_model_in_setup
 from fragment_llm.training.strategies import check_resume_loader
 from fragment_llm.training.targets import check_targets
 
@@ -131,7 +132,9 @@ def _train(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
         trainer.callbacks.append(RecordInCheckpoints(record))
 
     initial_val_loss = None
-    if resume_from is None and trainer.limit_val_batches != 0:
+    if resume_from is None and trainer.limit_val_batches != 0 and wraps_model_in_setup(trainer.strategy):
+        log.info("No initial validation under %s: it would wrap the model before fit", type(trainer.strategy).__name__)
+    elif resume_from is None and trainer.limit_val_batches != 0:
         # The untrained model's loss is the baseline the user (and the tests) compare against.
         initial_val_loss = trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/loss"]
         log.info("Initial val/loss %.4f", initial_val_loss)
@@ -250,7 +253,8 @@ def _finish(trainer: pl.Trainer, run_dir: Path, initial_val_loss: float | None, 
     last = Path(checkpoint_cb.last_model_path) if checkpoint_cb and checkpoint_cb.last_model_path else None
     last = last or run_dir / CHECKPOINTS / LAST
     saved_step = getattr(checkpoint_cb, "_last_global_step_saved", None)  # the step of the newest save
-    if saved_step != trainer.global_step or not last.exists():
+    # Saving is collective (FSDP gathers the shards): rank 0, which writes the file, decides for all.
+    if trainer.strategy.broadcast(saved_step != trainer.global_step or not last.exists(), src=0):
         trainer.save_checkpoint(last, weights_only=False)  # the full state: steps since the last validation too
     speed = next((c for c in trainer.callbacks if isinstance(c, SpeedMonitor)), None)
     result = {

@@ -4,9 +4,11 @@ Hydra decides the run directory before any of our code runs, so these rules are 
 resolvers used by `conf/hydra/default.yaml`:
 
 - `fragment_run_dir`: `resume=<run dir>` and `ckpt_path=last|<run>/checkpoints/x.ckpt` continue
-  in the run's own directory; anything else gets a fresh time-stamped one.
+  in the run's own directory; anything else gets a fresh time-stamped one. All processes of a
+  torchrun/srun job get the same one (launch.py).
 - `fragment_hydra_subdir`: Hydra's record of the command (`.hydra/`) goes to `.hydra/<time>/`
-  when the directory already has one, so resuming (or a refused start) never overwrites it.
+  when the directory already has one, so resuming (or a refused start) never overwrites it;
+  only the first process of a torchrun/srun job writes it.
 - `fragment_job_name`: a sweep job's subdirectory, named by its number and the values it sweeps.
 
 Resolvers never raise (Hydra would print a deep traceback); when they cannot find what was
@@ -24,6 +26,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from fragment_llm.errors import CheckpointError, ConfigError
+from fragment_llm.training.launch import agreed_run_dir, is_first_process
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
@@ -47,6 +50,11 @@ def run_dir_of_checkpoint(ckpt: str | Path) -> Path | None:
 
 
 def _run_dir(runs_root: str, fresh: str, resume: str | None, ckpt_path: str | None) -> str:
+    # Every process of a torchrun/srun job must land in the same directory: see launch.py.
+    return agreed_run_dir(runs_root, fresh, lambda fresh_dir: _choose_run_dir(runs_root, fresh_dir, resume, ckpt_path))
+
+
+def _choose_run_dir(runs_root: str, fresh: str, resume: str | None, ckpt_path: str | None) -> str:
     found = None
     if resume is not None and Path(resume).expanduser().is_dir():
         found = Path(resume).expanduser().resolve()
@@ -58,7 +66,9 @@ def _run_dir(runs_root: str, fresh: str, resume: str | None, ckpt_path: str | No
     return str(found) if found and not links_in_run_dir(found) else fresh
 
 
-def _hydra_subdir(output_dir: str, stamp: str) -> str:
+def _hydra_subdir(output_dir: str, stamp: str) -> str | None:
+    if not is_first_process():  # the other ranks of a torchrun/srun job: rank 0 keeps the record
+        return None
     return f".hydra/{stamp}" if (Path(output_dir) / ".hydra" / "config.yaml").is_file() else ".hydra"
 
 
