@@ -8,7 +8,7 @@ import torch
 
 from fragment_llm.data.tokenizer import Tokenizer, train_tokenizer
 from fragment_llm.model.gpt import GPT, GPTConfig
-from fragment_llm.model.lit_module import LitGPT
+from fragment_llm.training.lit_module import LitGPT
 
 MODEL = dict(block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
 OPT = dict(lr=1e-3, min_lr=1e-4, weight_decay=0.1, betas=[0.9, 0.99], warmup_steps=0, decay_steps=None)

@@ -179,7 +179,7 @@ def test_old_checkpoint_loads_and_writes_the_same_text():
 
 
 def test_resuming_with_other_switches_is_refused_naming_the_key_but_an_old_checkpoint_resumes(tmp_path):
-    from fragment_llm.model.lit_module import LitGPT
+    from fragment_llm.training.lit_module import LitGPT
     from tests.inference_helpers import OPT
 
     old = torch.load(FIXTURES / "gpt2_layout_pre_issue12.ckpt", weights_only=True)

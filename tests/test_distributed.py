@@ -161,7 +161,7 @@ def test_a_ddp_run_resumes_under_ddp(tmp_path):
 
 def test_ddp_has_no_buffer_to_broadcast_at_every_forward():
     from fragment_llm.data.tokenizer import train_tokenizer
-    from fragment_llm.model.lit_module import LitGPT
+    from fragment_llm.training.lit_module import LitGPT
 
     tokenizer = train_tokenizer("char", ["abc"], vocab_size=0)
     model = dict(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8)

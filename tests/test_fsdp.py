@@ -19,7 +19,7 @@ import torch.distributed as dist
 from hydra.utils import instantiate
 
 from fragment_llm.model.gpt import Block
-from fragment_llm.model.lit_module import LitGPT
+from fragment_llm.training.lit_module import LitGPT
 from fragment_llm.training.sharding import clip_grad_norm, sharded_root, wraps_model_in_setup
 from tests.conftest import REPO_ROOT, compose_train, corpus_text, run_python
 from tests.training_helpers import scalars

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fragment_llm.model.gpt import GPT, GPTConfig
-from fragment_llm.model.lit_module import LitGPT
 from fragment_llm.model.optimizers import warmup_cosine
+from fragment_llm.training.lit_module import LitGPT
 
 CFG = dict(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
 

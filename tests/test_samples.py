@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import torch
 
 from fragment_llm.inference.api import LoadedModel
-from fragment_llm.model.lit_module import LitGPT
+from fragment_llm.training.lit_module import LitGPT
 from fragment_llm.training.samples import TextSamples
 from tests.inference_helpers import MODEL, OPT, char_tokenizer, lively
 

@@ -267,7 +267,7 @@ def test_fsdp_resume_reads_with_the_weights_only_loader(tmp_path):
 
     from lightning.pytorch.trainer.states import TrainerFn
 
-    from fragment_llm.model.lit_module import LitGPT
+    from fragment_llm.training.lit_module import LitGPT
     from tests.inference_helpers import MODEL, OPT
 
     ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", char_tokenizer())

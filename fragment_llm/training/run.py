@@ -26,7 +26,6 @@ from fragment_llm.data.datamodule import TextDataModule
 from fragment_llm.errors import CheckpointError, ConfigError
 from fragment_llm.model.checkpoint_shapes import check_weights_match_config, claimed_config, model_state
 from fragment_llm.model.gpt import GPTConfig
-from fragment_llm.model.lit_module import LitGPT
 from fragment_llm.training.checkpoint_io import (
     FlushLogsOnCheckpoint,
     SafeCheckpointIO,
@@ -34,6 +33,7 @@ from fragment_llm.training.checkpoint_io import (
     load_checkpoint_safely,
 )
 from fragment_llm.training.console import quiet_lightning
+from fragment_llm.training.lit_module import LitGPT
 from fragment_llm.training.monitoring import SpeedMonitor
 from fragment_llm.training.precision import resolve_precision
 from fragment_llm.training.resume import RESUME_KEYS, config_changes, plain
