@@ -9,7 +9,7 @@ files in `conf/` list the schema first in their defaults, so a misspelt key
 from __future__ import annotations
 
 import sysconfig
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -269,97 +269,8 @@ def register_configs() -> None:
 register_configs()
 
 
-def _fail(key: str, value: Any, why: str, fix: str) -> None:
+def fail(key: str, value: Any, why: str, fix: str) -> None:
     raise ConfigError(f"{key}={value!r}: {why}. {fix}")
-
-
-def validate_train_config(cfg: DictConfig) -> None:
-    """Cross-field checks that a schema cannot express; raises ConfigError naming the key."""
-    m, d, t, o, tr = cfg.model, cfg.data, cfg.tokenizer, cfg.optimizer, cfg.trainer
-    validate_model_config(m)
-    validate_data_config(d, t)
-    if tr.accumulate_grad_batches <= 0:
-        _fail(
-            "trainer.accumulate_grad_batches",
-            tr.accumulate_grad_batches,
-            "must be positive",
-            "Use 1 for no accumulation",
-        )
-    if tr.max_steps <= 0 and not tr.fast_dev_run:
-        _fail(
-            "trainer.max_steps",
-            tr.max_steps,
-            "must be positive (the LR schedule is defined over steps)",
-            "Set e.g. trainer.max_steps=1000",
-        )
-    if o.lr <= 0 or o.min_lr < 0 or o.min_lr > o.lr:
-        _fail(
-            "optimizer.min_lr",
-            o.min_lr,
-            f"must satisfy 0 <= min_lr <= lr (lr={o.lr}, which must be > 0)",
-            "Lower optimizer.min_lr or raise optimizer.lr",
-        )
-    if o.warmup_steps < 0:
-        _fail("optimizer.warmup_steps", o.warmup_steps, "must be >= 0", "Use 0 for no warmup")
-    if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
-        _fail("optimizer.betas", list(o.betas), "must be two numbers in [0, 1)", "Use e.g. [0.9, 0.95]")
-    if o.weight_decay < 0:
-        _fail("optimizer.weight_decay", o.weight_decay, "must be >= 0", "Use 0 to disable weight decay")
-    validate_optimizer_choices(o)
-    if cfg.resume is not None and cfg.ckpt_path is not None:
-        _fail("resume", cfg.resume, "and ckpt_path are both set", "Give one: resume=<run dir> or ckpt_path=last|<file>")
-    if cfg.tokens_per_step is not None:
-        if cfg.tokens_per_step <= 0:
-            _fail("tokens_per_step", cfg.tokens_per_step, "must be positive", "Use e.g. tokens_per_step=491520")
-        if tr.accumulate_grad_batches != 1:
-            _fail(
-                "trainer.accumulate_grad_batches",
-                tr.accumulate_grad_batches,
-                "is set together with tokens_per_step, which derives it",
-                "Give only one of them",
-            )
-    samples = cfg.callbacks.get("samples")
-    if samples is not None:
-        if samples.every_n_validations < 1:
-            _fail("callbacks.samples.every_n_validations", samples.every_n_validations, "must be >= 1", "Use e.g. 1")
-        if samples.max_new_tokens < 1:
-            _fail("callbacks.samples.max_new_tokens", samples.max_new_tokens, "must be >= 1", "Use e.g. 200")
-        if samples.temperature < 0:
-            _fail("callbacks.samples.temperature", samples.temperature, "must be >= 0", "Use 0 for greedy")
-
-
-def validate_model_config(m: DictConfig) -> None:
-    """The model's shape and switches, checked by GPTConfig itself (one set of rules), named as model.<key>."""
-    from fragment_llm.model.gpt import GPTConfig  # lazy: prepare.py validates data configs without torch
-
-    known = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
-    try:
-        GPTConfig(vocab_size=1, **{k: v for k, v in m.items() if k in known})
-    except ValueError as e:
-        key, _, why = str(e).partition(": ")
-        raise ConfigError(
-            f"model.{key}: {why}. Change it on the command line (model.{key.split('=')[0]}=...) or choose "
-            "another arch=... / model=... preset"
-        ) from None
-
-
-def validate_optimizer_choices(o: DictConfig) -> None:
-    if o.name not in ("adamw", "muon"):
-        _fail("optimizer.name", o.name, "is not a known optimizer", "Use optimizer=adamw or optimizer=muon")
-    if o.schedule not in ("cosine", "wsd"):
-        _fail("optimizer.schedule", o.schedule, "is not a known schedule", "Use cosine or wsd")
-    if not 0.0 <= o.decay_fraction <= 1.0:
-        _fail("optimizer.decay_fraction", o.decay_fraction, "must be in [0, 1]", "Use e.g. 0.5")
-    for key in ("adam_lr", "head_lr"):
-        if o[key] is not None and o[key] <= 0:
-            _fail(f"optimizer.{key}", o[key], "must be > 0", "Use e.g. 0.01")
-    for key in ("momentum", "momentum_warmup_start"):
-        if not 0.0 <= o[key] < 1.0:
-            _fail(f"optimizer.{key}", o[key], "must be in [0, 1)", "Use e.g. 0.95")
-    if o.momentum_warmup_steps < 0:
-        _fail("optimizer.momentum_warmup_steps", o.momentum_warmup_steps, "must be >= 0", "Use 0 for no warm-up")
-    if not 1 <= o.ns_steps < 100:
-        _fail("optimizer.ns_steps", o.ns_steps, "must be between 1 and 99", "Use 5")
 
 
 MAX_VOCAB_SIZE = 2**20  # far beyond any small GPT; also the limit for a tokenizer file we load
@@ -368,42 +279,42 @@ MAX_VOCAB_SIZE = 2**20  # far beyond any small GPT; also the limit for a tokeniz
 def validate_data_config(d: DictConfig, t: DictConfig) -> None:
     """The data and tokenizer checks, shared by training and `prepare.py`."""
     if OmegaConf.is_missing(d, "path"):
-        _fail("data.path", "???", "is not set", "Name your text: data.path=book.txt, a folder, or a glob ('*.txt')")
+        fail("data.path", "???", "is not set", "Name your text: data.path=book.txt, a folder, or a glob ('*.txt')")
     if t.kind not in ("bpe", "char"):
-        _fail("tokenizer.kind", t.kind, "is not a known tokenizer", "Use tokenizer=bpe or tokenizer=char")
+        fail("tokenizer.kind", t.kind, "is not a known tokenizer", "Use tokenizer=bpe or tokenizer=char")
     specials = list(t.special_tokens)
     if t.kind == "bpe" and t.path is None:
         if "<|endoftext|>" not in specials or len(set(specials)) != len(specials) or not all(specials):
-            _fail(
+            fail(
                 "tokenizer.special_tokens",
                 specials,
                 "must hold <|endoftext|> (the document separator) and no duplicates or empty strings",
                 "Use e.g. ['<|endoftext|>'] or ['<|endoftext|>', '<|pad|>']",
             )
         if not 256 + len(specials) <= t.vocab_size <= MAX_VOCAB_SIZE:
-            _fail(
+            fail(
                 "tokenizer.vocab_size",
                 t.vocab_size,
                 f"must cover the 256 byte symbols plus {len(specials)} special token(s), at most {MAX_VOCAB_SIZE}",
                 f"Use a value between {256 + len(specials)} and {MAX_VOCAB_SIZE} (e.g. 2048, 8192, 50257)",
             )
         if t.train_chars <= 0:
-            _fail("tokenizer.train_chars", t.train_chars, "must be positive", "Use e.g. 20000000")
+            fail("tokenizer.train_chars", t.train_chars, "must be positive", "Use e.g. 20000000")
     if d.batch_size <= 0:
-        _fail("data.batch_size", d.batch_size, "must be positive", "Set data.batch_size to 1 or more")
+        fail("data.batch_size", d.batch_size, "must be positive", "Set data.batch_size to 1 or more")
     if d.num_workers is not None and d.num_workers < 0:
-        _fail("data.num_workers", d.num_workers, "must be >= 0", "Use 0 to load batches in the main process")
+        fail("data.num_workers", d.num_workers, "must be >= 0", "Use 0 to load batches in the main process")
     if d.prepare_workers is not None and d.prepare_workers < 1:
-        _fail("data.prepare_workers", d.prepare_workers, "must be >= 1", "Use 1 for in-process, null for one per CPU")
+        fail("data.prepare_workers", d.prepare_workers, "must be >= 1", "Use 1 for in-process, null for one per CPU")
     if not 0.0 < d.val_fraction < 1.0:
-        _fail("data.val_fraction", d.val_fraction, "must be strictly between 0 and 1", "Use e.g. 0.1")
+        fail("data.val_fraction", d.val_fraction, "must be strictly between 0 and 1", "Use e.g. 0.1")
     if not d.extensions or not all(str(e).strip(".") for e in d.extensions):
-        _fail("data.extensions", list(d.extensions), "is empty or has an empty entry", "List endings, e.g. ['.txt']")
+        fail("data.extensions", list(d.extensions), "is empty or has an empty entry", "List endings, e.g. ['.txt']")
     if not d.text_field:
-        _fail("data.text_field", d.text_field, "is empty", "Name the field/column holding the text, e.g. text")
+        fail("data.text_field", d.text_field, "is empty", "Name the field/column holding the text, e.g. text")
     if d.max_file_mb <= 0:
-        _fail("data.max_file_mb", d.max_file_mb, "must be positive", "Use e.g. 4096 (MB)")
+        fail("data.max_file_mb", d.max_file_mb, "must be positive", "Use e.g. 4096 (MB)")
     if d.shard_tokens < 1024:
-        _fail("data.shard_tokens", d.shard_tokens, "is too small", "Use e.g. 100000000 tokens per shard")
+        fail("data.shard_tokens", d.shard_tokens, "is too small", "Use e.g. 100000000 tokens per shard")
     if d.cleaning.min_doc_chars < 0:
-        _fail("data.cleaning.min_doc_chars", d.cleaning.min_doc_chars, "must be >= 0", "Use 1 to drop empty documents")
+        fail("data.cleaning.min_doc_chars", d.cleaning.min_doc_chars, "must be >= 0", "Use 1 to drop empty documents")

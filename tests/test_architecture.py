@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from fragment_llm import load_model
-from fragment_llm.config import validate_train_config
 from fragment_llm.errors import CheckpointError, ConfigError
 from fragment_llm.inference.kv_cache import KVCache, forward_cached
 from fragment_llm.model.gpt import GPT, PARAM_ROLES, GPTConfig
+from fragment_llm.training.config_checks import validate_train_config
 from fragment_llm.training.run import _check_resumable
 from tests.conftest import compose_train
 from tests.inference_helpers import MODEL, char_tokenizer, save_checkpoint

@@ -2,8 +2,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from fragment_llm.config import validate_train_config
 from fragment_llm.errors import ConfigError
+from fragment_llm.training.config_checks import validate_train_config
 from tests.conftest import compose_config, compose_train
 
 

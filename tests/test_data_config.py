@@ -3,8 +3,9 @@
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from fragment_llm.config import validate_data_config, validate_train_config
+from fragment_llm.config import validate_data_config
 from fragment_llm.errors import ConfigError
+from fragment_llm.training.config_checks import validate_train_config
 from tests.conftest import compose_config, compose_train
 
 

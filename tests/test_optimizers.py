@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.optim._muon import _zeropower_via_newtonschulz
 
-from fragment_llm.config import validate_train_config
 from fragment_llm.errors import ConfigError
 from fragment_llm.model.gpt import GPT, GPTConfig
 from fragment_llm.model.muon import NS_COEFFICIENTS, MuonWithAdamW, orthogonalize
 from fragment_llm.model.optimizers import build_optimizer, momentum_warmup, warmup_stable_decay
+from fragment_llm.training.config_checks import validate_train_config
 from tests.conftest import compose_train
 
 MODEL = dict(vocab_size=23, block_size=16, n_layer=2, n_head=2, n_embd=32, bias=True)

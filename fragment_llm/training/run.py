@@ -21,7 +21,6 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from fragment_llm.config import validate_train_config
 from fragment_llm.data.datamodule import TextDataModule
 from fragment_llm.errors import CheckpointError, ConfigError
 from fragment_llm.model.checkpoint_shapes import check_weights_match_config, claimed_config, model_state
@@ -32,6 +31,7 @@ from fragment_llm.training.checkpoint_io import (
     atomic_write,
     load_checkpoint_safely,
 )
+from fragment_llm.training.config_checks import validate_train_config
 from fragment_llm.training.console import quiet_lightning
 from fragment_llm.training.lit_module import LitGPT
 from fragment_llm.training.monitoring import SpeedMonitor
