@@ -179,21 +179,16 @@ def test_old_checkpoint_loads_and_writes_the_same_text():
 
 
 def test_resuming_with_other_switches_is_refused_naming_the_key_but_an_old_checkpoint_resumes(tmp_path):
-    from fragment_llm.training.lit_module import LitGPT
-    from tests.inference_helpers import OPT
-
     old = torch.load(FIXTURES / "gpt2_layout_pre_issue12.ckpt", weights_only=True)
     tokenizer = char_tokenizer()
     shape = {k: v for k, v in old["hyper_parameters"]["model"].items()}  # no switch keys: GPT-2's layout
-    same = LitGPT(model={**shape, "position": "learned", "norm": "layernorm"}, optimizer=OPT,
-                  tokenizer_json=tokenizer.to_json(), run_config={})  # fmt: skip
     old["global_step"] = 0
-    _check_resumable(old, same, tmp_path / "old.ckpt")  # accepted
-    other = LitGPT(
-        model={**shape, "position": "rope"}, optimizer=OPT, tokenizer_json=tokenizer.to_json(), run_config={}
-    )
+    tok = tokenizer.to_json()
+    old["tokenizer"] = tok
+    same = {**shape, "position": "learned", "norm": "layernorm"}
+    _check_resumable(old, same, tok, {}, tmp_path / "old.ckpt")  # accepted
     with pytest.raises(CheckpointError, match=r"position: 'learned' -> 'rope'"):
-        _check_resumable(old, other, tmp_path / "old.ckpt")
+        _check_resumable(old, {**shape, "position": "rope"}, tok, {}, tmp_path / "old.ckpt")
     # loading a checkpoint of one architecture describes itself: no switch needs repeating
     path = save_checkpoint(tmp_path / "modern.ckpt", tokenizer, **SWITCHES["modern"])
     assert load_model(path, device="cpu").model.config.qk_norm
