@@ -31,6 +31,7 @@ from fragment_llm.training.checkpoint_io import (
     atomic_write,
     load_checkpoint_safely,
 )
+from fragment_llm.training.init_from import apply_init_from, load_pretrained_weights, model_vocab_size
 from fragment_llm.training.monitoring import SpeedMonitor
 from fragment_llm.training.precision import resolve_precision
 from fragment_llm.training.resume import RESUME_KEYS, config_changes, plain
@@ -61,6 +62,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     `overrides` (the command-line overrides behind `cfg`) are stored in the checkpoints, so
     `train.py` can resume the run with its own settings.
     """
+    pretrained = apply_init_from(cfg, list(overrides or []))  # sets the model and tokenizer from the directory
     validate_train_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir).resolve()
@@ -91,7 +93,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     compile_model = model_cfg.pop("compile")
     run_config = {k: v for k, v in plain(cfg).items() if k not in RESUME_KEYS}
     model = LitGPT(
-        model={**model_cfg, "vocab_size": tokenizer.vocab_size},
+        model={**model_cfg, "vocab_size": model_vocab_size(pretrained, tokenizer)},
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         tokenizer_json=tokenizer.to_json(),
         compile=compile_model,
@@ -101,6 +103,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     log.info("Model: %.2fM parameters", model.model.num_params() / 1e6)
     if checkpoint is not None:
         _check_resumable(checkpoint, model, resume_from)
+    elif pretrained is not None:
+        load_pretrained_weights(model.model, pretrained)
     if is_main:
         text = OmegaConf.to_yaml(cfg, resolve=True)
         atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()))
