@@ -22,8 +22,12 @@ CONFIGS = {
 PADDING = {"gpt2": 0, "llama": 0, "qwen3": 24}  # embedding rows beyond the tokenizer's tokens
 
 
-def hf_model(family: str, vocab_size: int, seed: int = 0):
-    """A transformers *ForCausalLM with random weights large enough that logits and greedy choices are distinct."""
+def hf_model(family: str, vocab_size: int, seed: int = 0, mute: list[int] = ()):
+    """A transformers *ForCausalLM with random weights large enough that logits and greedy choices are distinct.
+
+    `mute`: token ids whose output row is zeroed, so greedy decoding does not choose them (byte tokens
+    that are half a character would make the text depend on how it is decoded, piece by piece or whole).
+    """
     import transformers
 
     config_class = {"gpt2": "GPT2Config", "llama": "LlamaConfig", "qwen3": "Qwen3Config"}[family]
@@ -36,11 +40,12 @@ def hf_model(family: str, vocab_size: int, seed: int = 0):
                 p.normal_(0.0, 0.3)
             else:  # norm gains around 1, biases around 0: both visibly not their initial values
                 p.copy_((p.mean() if p.mean() > 0.5 else 0.0) + 0.2 * torch.randn_like(p))
+        model.get_output_embeddings().weight[list(mute)] = 0.0
     return model
 
 
-def save_hf_model(family: str, path: Path, vocab_size: int, seed: int = 0, **save_kwargs):
-    model = hf_model(family, vocab_size, seed)
+def save_hf_model(family: str, path: Path, vocab_size: int, seed: int = 0, mute: list[int] = (), **save_kwargs):
+    model = hf_model(family, vocab_size, seed, mute)
     model.save_pretrained(path, **save_kwargs)
     return model
 
@@ -54,3 +59,8 @@ def rewrite_header(file: Path, edit) -> None:
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
     file.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+
+
+def half_characters(tokenizer, vocab_size: int) -> list[int]:
+    """Ids that do not decode to whole characters on their own (and the padding past the tokenizer)."""
+    return [i for i in range(vocab_size) if i >= tokenizer.vocab_size or "\ufffd" in tokenizer.decode([i])]
