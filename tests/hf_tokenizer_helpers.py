@@ -69,7 +69,8 @@ def _every_split(vocab: dict[str, int], merges: list) -> list[list[str]]:
 
 def llama3_dir(directory: Path, vocab_size: int = 600, filler: int = 0) -> Path:
     """Llama 3: Split(cl100k pattern) + ByteLevel, ignore_merges, merges as converted from tiktoken, 256
-    special tokens last, BOS added by the post-processor. `filler` unreachable tokens before the special ones make the vocabulary that much larger."""
+    special tokens last, BOS added by the post-processor. `filler` unreachable tokens before the special
+    ones make the vocabulary that much larger."""
     tok, trainer = _byte_level_bpe(vocab_size, ignore_merges=True)
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [

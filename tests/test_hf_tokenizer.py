@@ -13,7 +13,7 @@ from tokenizers import Tokenizer as RustTokenizer
 from fragment_llm.data import hf_tokenizer, readers, tokenizer_file
 from fragment_llm.data.hf_tokenizer import HFTokenizer, load_hf_tokenizer
 from fragment_llm.data.pipeline import prepare_token_cache
-from fragment_llm.data.tokenizer import load_tokenizer, tokenizer_from_json
+from fragment_llm.data.tokenizer import load_tokenizer, tokenizer_from_json, train_tokenizer
 from fragment_llm.errors import TokenizerError
 from fragment_llm.training.run import train
 from tests.conftest import compose_train, corpus_text, cut_at_safe_points
@@ -277,10 +277,15 @@ def test_a_tampered_saved_tokenizer_is_refused(case, loaded):
         tokenizer_from_json(json.dumps(saved), source="checkpoint")
 
 
-def test_a_lone_tokenizer_file_without_endoftext_points_to_its_directory(family_dirs, tmp_path):
-    lone = tmp_path / "tokenizer.json"
+def test_a_directory_without_model_files_is_read_as_ours(family_dirs, tmp_path):
+    lone = tmp_path / "tokenizer.json"  # a Llama 2 tokenizer.json with nothing to name its special tokens
     lone.write_text((family_dirs["llama2"] / "tokenizer.json").read_text())
-    with pytest.raises(TokenizerError, match="give its directory"):
-        load_tokenizer(lone)
+    for path in (lone, tmp_path):
+        with pytest.raises(TokenizerError, match="no <\\|endoftext\\|> special token.*give its directory"):
+            load_tokenizer(path)
     llama2_dir(tmp_path / "with_config")  # the same file beside its tokenizer_config.json loads
     assert load_tokenizer(tmp_path / "with_config" / "tokenizer.json").eot_id == 2
+    run_dir = tmp_path / "run"  # a run directory: our own tokenizer.json, no model files
+    run_dir.mkdir()
+    train_tokenizer("bpe", [corpus_text(5000)], vocab_size=300).save(run_dir / "tokenizer.json")
+    assert load_tokenizer(run_dir).kind == "bpe"

@@ -178,19 +178,21 @@ def hf_tokenizer_from_saved(saved: dict[str, Any], source: str) -> HFTokenizer:
 
 
 def hf_model_dir(path: Path) -> Path | None:
-    """The model directory `tokenizer.path` names: a directory, or the one holding this tokenizer.json
-    beside a tokenizer_config.json; None for a lone tokenizer file."""
-    if path.is_dir():
-        return path
-    if path.name == "tokenizer.json" and (path.parent / "tokenizer_config.json").is_file():
-        return path.parent
+    """The model directory `tokenizer.path` names (the directory, or the one holding this tokenizer.json),
+    if it has a tokenizer_config.json, special_tokens_map.json or config.json; else None (a tokenizer
+    file of ours, or a run directory holding one)."""
+    directory = path if path.is_dir() else path.parent if path.name == "tokenizer.json" else None
+    if directory is not None and any((directory / name).is_file() for name in MODEL_DIR_FILES[1:]):
+        return directory
     return None
 
 
 def tokenizer_files(path: Path) -> list[Path]:
     """The files that decide the tokenizer `tokenizer.path` names (for the token cache's fingerprint)."""
     model_dir = hf_model_dir(path)
-    return [path] if model_dir is None else [model_dir / n for n in MODEL_DIR_FILES if (model_dir / n).is_file()]
+    if model_dir is None:
+        return [path / "tokenizer.json" if path.is_dir() else path]
+    return [model_dir / name for name in MODEL_DIR_FILES if (model_dir / name).is_file()]
 
 
 def load_hf_tokenizer(model_dir: str | Path) -> Tokenizer:

@@ -313,6 +313,8 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     model_dir = hf_tokenizer.hf_model_dir(path)
     if model_dir is not None:
         return hf_tokenizer.load_hf_tokenizer(model_dir)
+    if path.is_dir():  # a run directory
+        path = path / "tokenizer.json"
     try:
         if path.stat().st_size > MAX_TOKENIZER_BYTES:
             raise TokenizerError(f"{path}: {path.stat().st_size:,} bytes is too large for a tokenizer file; refused")
