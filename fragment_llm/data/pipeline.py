@@ -36,7 +36,7 @@ from fragment_llm.data.encoding import EncodeSettings, ItemResult, default_worke
 from fragment_llm.data.fingerprint import cache_fingerprint, cache_key
 from fragment_llm.data.readers import Item, check_source, iter_items
 from fragment_llm.data.report import PrepareReport
-from fragment_llm.data.sampling import TokenizerSample
+from fragment_llm.data.sampling import VERIFY_CHARS, TokenizerSample
 from fragment_llm.data.shards import ShardWriter, token_dtype
 from fragment_llm.data.sources import SourceFile, discover_files
 from fragment_llm.data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
@@ -222,6 +222,12 @@ class _Builder:
         if t.path is not None:
             tokenizer = load_tokenizer(Path(t.path).expanduser())
             info: dict[str, Any] = {"from_file": str(t.path)}
+            if isinstance(tokenizer, BPETokenizer) and tokenizer.fast:  # check tiktoken on this corpus too
+                sample = TokenizerSample(sources, VERIFY_CHARS, self.rules, self.d.text_field)
+                for _ in sample:
+                    pass
+                sample.close()
+                tokenizer.verify_fast_path(sample.kept)
         else:
             budget = None if t.kind == "char" else t.train_chars  # a character vocabulary needs every character
             sample = TokenizerSample(sources, budget, self.rules, self.d.text_field)
@@ -242,7 +248,7 @@ class _Builder:
             tokenizer.vocab_size,
             secs,
             f" from {info['trained_on_chars'] / 1e6:.1f}M sampled characters" if "trained_on_chars" in info else "",
-            "tiktoken" if fast else "tokenizers" if tokenizer.kind == "bpe" else "a character table",
+            "tiktoken" if fast else "tokenizers" if isinstance(tokenizer, BPETokenizer) else "a character table",
         )
         return tokenizer
 

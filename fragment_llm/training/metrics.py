@@ -19,15 +19,25 @@ def token_byte_lengths(tokenizer_json: str) -> torch.Tensor:
     if "chars" in data:  # character-level: one token per character, then <|endoftext|>
         lengths = [len(c.encode("utf-8")) for c in data["chars"]] + [0]
         return torch.tensor(lengths, dtype=torch.long)
-    # Byte-level BPE: every character of a vocabulary entry stands for exactly one byte.
+    if data.get("format") == "fragment_llm.hf/1":  # a pretrained model's tokenizer (data/hf_tokenizer.py)
+        data = data["tokenizer"]
+    # Byte-level BPE: every character of a vocabulary entry stands for exactly one byte. SentencePiece-style
+    # (byte fallback): "▁" is a space, <0xNN> one byte, other characters their UTF-8 bytes.
+    sentencepiece = bool(data["model"].get("byte_fallback"))
     vocab: dict[str, int] = data["model"]["vocab"]
     special = {t["id"] for t in data.get("added_tokens", []) if t.get("special")}
     size = max([*vocab.values(), *special]) + 1
     lengths = torch.zeros(size, dtype=torch.long)
     for token, i in vocab.items():
         if i not in special:
-            lengths[i] = len(token)
+            lengths[i] = _sentencepiece_bytes(token) if sentencepiece else len(token)
     return lengths
+
+
+def _sentencepiece_bytes(token: str) -> int:
+    if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+        return 1
+    return len(token.replace("\u2581", " ").encode("utf-8"))
 
 
 def flops_per_token(model: GPT) -> int:
