@@ -111,6 +111,11 @@ def test_import_finetune_export_round_trip(tmp_path, bpe, corpus, family):
     tuned, before = our_logits(ckpt, ids[:32]), transformers_logits(model_dir, ids[:32])
     assert not torch.equal(tuned, before) and (tuned - before).abs().max() < 0.5
     assert load_tokenizer(Path(result["run_dir"]) / "tokenizer.json").encode(PROMPT) == bpe.encode(PROMPT)
+    if family == "llama":  # it resumes like any run (the checkpoint's weights, not the directory's)
+        resumed = train(compose_train(tmp_path, [*overrides, f"resume={result['run_dir']}", "trainer.max_steps=4"]))
+        assert resumed["resumed_from"] == str(ckpt) and resumed["global_step"] == 4
+        ckpt = Path(resumed["last_ckpt"])
+        tuned = our_logits(ckpt, ids[:32])
 
     # Exported: transformers loads it, computes our logits and writes our greedy text.
     out = export_model(ckpt, tmp_path / "export")
@@ -133,11 +138,12 @@ def test_our_models_export_with_either_tokenizer_kind(tmp_path, bpe, kind):
     torch.save(checkpoint, ckpt)
     out = export_model(tmp_path / "run", tmp_path / "export", dtype="float32")
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
-    prompt = "abc ghij\nkl" if kind == "char" else PROMPT
+    prompt = "abc gh" if kind == "char" else "the king"
+    assert len(tokenizer.encode(prompt)) + 6 <= 16  # within the model's context: transformers cannot slide
     assert hf_tokenizer(prompt)["input_ids"] == tokenizer.encode(prompt)
     ids = tokenizer.encode((CHARS * 2)[:16] if kind == "char" else corpus_text(200))[:16]
     torch.testing.assert_close(transformers_logits(out, ids), our_logits(ckpt, ids), atol=1e-4, rtol=1e-4)
-    assert pipeline_text(out, prompt, new=8) == generate_py_text(ckpt, prompt, new=8)
+    assert pipeline_text(out, prompt, new=6) == generate_py_text(ckpt, prompt, new=6)
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == tokenizer.eot_id
 
 
@@ -170,12 +176,10 @@ def test_export_refuses_to_overwrite_and_writes_atomically(tmp_path, bpe):
     done = run_python([str(REPO_ROOT / "export.py"), f"ckpt={tmp_path / 'run'}", f"out={out}"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out)
-    first = (out / "model.safetensors").read_bytes()
-    again = run_python([str(REPO_ROOT / "export.py"), f"ckpt={tmp_path / 'run'}", f"out={out}", "overwrite=true"],
-                       cwd=tmp_path)  # fmt: skip
-    assert again.returncode == 0, again.stderr
-    assert (out / "model.safetensors").read_bytes() == first
     assert "python export.py ckpt=" in (out / "README.md").read_text()
+    first = (out / "model.safetensors").read_bytes()
+    export_model(tmp_path / "run", out, overwrite=True)
+    assert (out / "model.safetensors").read_bytes() == first
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no leftovers
 
 
@@ -202,3 +206,13 @@ def test_init_from_refuses_another_tokenizer_and_a_longer_context(tmp_path, bpe,
         train(compose_train(tmp_path, [*base, f"tokenizer.path={tmp_path}"]))
     with pytest.raises(FragmentLLMError, match="max_position_embeddings=64"):
         train(compose_train(tmp_path, [*base, "model.block_size=128"]))
+
+
+def test_llama_whose_tokenizer_adds_bos_samples_as_transformers_does(tmp_path):
+    from tests.hf_tokenizer_helpers import llama2_dir
+
+    model_dir = llama2_dir(tmp_path / "model")  # SentencePiece-style BPE: <s> before every text
+    tokenizer = load_tokenizer(model_dir)
+    assert tokenizer.doc_prefix_ids == (1,)
+    save_hf_model("llama", model_dir, tokenizer.vocab_size, mute=half_characters(tokenizer, tokenizer.vocab_size))
+    assert generate_py_text(model_dir, PROMPT) == pipeline_text(model_dir, PROMPT)
