@@ -127,6 +127,7 @@ def test_import_finetune_export_round_trip(tmp_path, bpe, corpus, family):
     assert config["vocab_size"] == bpe.vocab_size + PADDING[family]
     card = (out / "README.md").read_text()
     assert f"fine-tuned from `{model_dir}`" in card and str(corpus) in card and "validation loss: " in card
+    assert "1 file(s)" in card and "documents after cleaning" in card
 
 
 @pytest.mark.parametrize("kind", ["bpe", "char"])

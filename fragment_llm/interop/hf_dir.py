@@ -132,8 +132,13 @@ def _weight_files(path: Path) -> dict[Path, set[str] | None]:
 
 def _inside(root: Path, named_by: str, file: Path) -> Path:
     resolved = file.resolve()
-    if not resolved.is_relative_to(root) or not resolved.is_file():
-        raise CheckpointError(f"{root / named_by}: {file.name} is not a file inside {root}; not loaded")
+    if not resolved.is_file():
+        raise CheckpointError(f"{root / named_by}: names {file.name}, which is not a file; not loaded")
+    if not resolved.is_relative_to(root):
+        raise CheckpointError(
+            f"{file}: a link to {resolved}, outside {root}; not loaded. (A Hugging Face cache snapshot links "
+            "to its blobs: download with `hf download ... --local-dir <dir>` for a directory of real files.)"
+        )
     return resolved
 
 
@@ -151,10 +156,8 @@ def _check_headers(
 ) -> dict[str, tuple[Path, str]]:
     """Where each expected tensor is; refuses a missing, duplicated, unexpected, misshapen or quantized one."""
     expected = hf_shapes(config, family)
-    if config.tie_embeddings:  # a tied head may be saved anyway; it must have the embedding's shape
-        expected_extra = {"lm_head.weight": (config.vocab_size, config.n_embd)}
-    else:
-        expected_extra = {}
+    # A tied head may be saved anyway (older transformers did): never read, but it must have the embedding's shape.
+    optional = {"lm_head.weight": (config.vocab_size, config.n_embd)} if config.tie_embeddings else {}
     found: dict[str, tuple[Path, str]] = {}
     for file, listed in files.items():
         with _open(file) as f:
@@ -166,7 +169,7 @@ def _check_headers(
                     continue
                 slice_ = f.get_slice(key)
                 shape, dtype = tuple(slice_.get_shape()), slice_.get_dtype()
-                want = expected.get(name, expected_extra.get(name))
+                want = expected.get(name, optional.get(name))
                 if want is None:
                     raise CheckpointError(f"{file}: unexpected tensor {key[:120]} for this {family} config.json; "
                                           "not loaded")  # fmt: skip

@@ -16,23 +16,44 @@ from fragment_llm.model.gpt import GPTConfig
 
 
 def checkpoint_record(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """The facts a model card states, from an opened training checkpoint (plain data only)."""
-    hparams = checkpoint.get("hyper_parameters") or {}
-    run = hparams.get("run_config") if isinstance(hparams.get("run_config"), dict) else {}
-    losses = [
-        state.get("best") if "best" in state else state.get("best_model_score")
-        for state in (checkpoint.get("callbacks") or {}).values()
-        if isinstance(state, dict)
-    ]
-    losses = [float(x) for x in losses if x is not None and math.isfinite(float(x))]
-    datamodule = checkpoint.get("TextDataModule") or {}
+    """The facts a model card states, from an opened training checkpoint (plain data; anything odd is left out)."""
+    callbacks = _get(checkpoint, "callbacks")
+    states = callbacks.values() if isinstance(callbacks, dict) else []
+    losses = [_number(_get(s, "best") if "best" in s else _get(s, "best_model_score")) for s in states
+              if isinstance(s, dict)]  # fmt: skip
+    losses = [x for x in losses if x is not None]
+    corpus, run = _get(checkpoint, "TextDataModule", "corpus"), _get(checkpoint, "hyper_parameters", "run_config")
+    documents = _get(corpus, "documents")
     return {
-        "step": checkpoint.get("global_step"),
+        "step": _number(checkpoint.get("global_step")),
         "val_loss": min(losses) if losses else None,
-        "data_path": (run.get("data") or {}).get("path"),
-        "init_from": run.get("init_from"),
-        "corpus": datamodule.get("corpus") if isinstance(datamodule, dict) else None,
+        "data_path": _get(run, "data", "path"),
+        "init_from": _get(run, "init_from"),
+        "corpus": None
+        if not isinstance(corpus, dict)
+        else {
+            "files": _number(corpus.get("files")),
+            "bytes": _number(corpus.get("bytes")),
+            "documents": sum(_number(n) or 0 for n in documents.values()) if isinstance(documents, dict) else None,
+            "train": _number(_get(corpus, "tokens", "train")),
+            "val": _number(_get(corpus, "tokens", "val")),
+        },
     }
+
+
+def _get(data: Any, *keys: str) -> Any:
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def _number(x: Any) -> float | None:
+    """A finite number from a checkpoint's record (a float, an int or a 0-d tensor), else None."""
+    try:
+        value = float(x)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def model_card(
@@ -57,7 +78,7 @@ def model_card(
         "",
         "## Training",
         "",
-        f"- Optimizer steps: {record['step'] if record.get('step') is not None else 'not recorded'}",
+        f"- Optimizer steps: {record['step']:.0f}" if record.get("step") is not None else "- Optimizer steps: ?",
         "- Best validation loss: "
         + (f"{record['val_loss']:.4f} nats per token" if record.get("val_loss") is not None else "not recorded"),
         "",
@@ -85,11 +106,15 @@ def model_card(
 def _data_lines(record: dict) -> list[str]:
     corpus = record.get("corpus")
     where = f"`{record['data_path']}`" if record.get("data_path") else "not recorded"
-    if not isinstance(corpus, dict):
-        return [f"- Corpus: {where} (size not recorded in the checkpoint)"]
-    tokens, docs = corpus.get("tokens") or {}, corpus.get("documents") or {}
+    if not corpus:
+        return [f"- Corpus: {where} (its size is not recorded in the checkpoint)"]
+
+    def count(key: str) -> str:
+        return f"{corpus[key]:,.0f}" if corpus.get(key) is not None else "?"
+
+    size = f"{corpus['bytes'] / 1e6:.1f} MB" if corpus.get("bytes") is not None else "? MB"
     return [
-        f"- Corpus: {where}: {corpus.get('files', '?')} file(s), {corpus.get('bytes', 0) / 1e6:.1f} MB, "
-        f"{sum(docs.values()) if docs else '?'} documents after cleaning and deduplication",
-        f"- Tokens: {tokens.get('train', 0):,} for training, {tokens.get('val', 0):,} held out for validation",
+        f"- Corpus: {where}: {count('files')} file(s), {size}, {count('documents')} documents after cleaning "
+        "and deduplication",
+        f"- Tokens: {count('train')} for training, {count('val')} held out for validation",
     ]
