@@ -80,8 +80,10 @@ class ModelConfig:
     rope_base: float = 10000.0  # RoPE's theta
     norm: str = "layernorm"  # layernorm | rmsnorm (with a gain, computed in float32)
     norm_eps: float = 1e-5  # GPT-2's LayerNorm epsilon; Llama/Qwen3 use 1e-5/1e-6
-    mlp: str = "gelu"  # gelu (exact erf) | swiglu (c_proj(silu(gate) * up), c_fc = [gate; up]) | relu2 (relu(x)^2)
-    # The MLP's inner width. null: 4 * n_embd for gelu/relu2; for swiglu the multiple of 64 nearest
+    # gelu (exact erf) | gelu_tanh (its tanh approximation, OpenAI's GPT-2) | swiglu (c_proj(silu(gate) * up),
+    # c_fc = [gate; up]) | relu2 (relu(x)^2)
+    mlp: str = "gelu"
+    # The MLP's inner width. null: 4 * n_embd for gelu/gelu_tanh/relu2; for swiglu the multiple of 64 nearest
     # 8/3 * n_embd (its three matrices then hold about the parameters of GELU's two).
     mlp_hidden: int | None = None
     qk_norm: bool = False  # per-head RMSNorm on q and k before RoPE (Qwen3's q_norm/k_norm)
@@ -225,6 +227,7 @@ class TrainConfig:
     seed: int = 1337
     ckpt_path: str | None = None  # "last": this task's newest run; or a checkpoint file to continue from
     resume: str | None = None  # a run directory to continue (its checkpoints/last.ckpt)
+    init_from: str | None = None  # a Hugging Face model directory: start from its weights and tokenizer
     tokens_per_step: int | None = None  # derives trainer.accumulate_grad_batches from the tokens per optimizer step
 
 
@@ -260,10 +263,21 @@ class GenerateConfig(SamplingConfig):
     max_prompt_tokens: int = 16_384
 
 
+@dataclass
+class ExportConfig:
+    """`export.py`: a trained model as a Hugging Face model directory (see fragment_llm/interop/export.py)."""
+
+    ckpt: str = MISSING  # a run directory or a .ckpt file
+    out: str = MISSING  # the directory to write (created; a non-empty one only replaced with overwrite=true)
+    dtype: str = "float32"  # float32 | bfloat16 (half the size; the weights are rounded)
+    overwrite: bool = False
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="generate_schema", node=GenerateConfig)
+    cs.store(name="export_schema", node=ExportConfig)
 
 
 register_configs()

@@ -30,3 +30,7 @@ class PromptError(FragmentLLMError):
 
 class TrainingError(FragmentLLMError):
     """Training cannot go on (e.g. the loss became NaN); the message says what was kept and what to try."""
+
+
+class ExportError(FragmentLLMError):
+    """A model cannot be written in another library's format (e.g. a switch no such architecture has)."""

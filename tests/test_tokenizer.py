@@ -111,12 +111,15 @@ def test_bpe_saves_and_loads(bpe, tmp_path):
 
 
 def test_a_tokenizer_tiktoken_cannot_mirror_still_encodes_through_tokenizers():
-    """The skeleton's files (ByteLevel's own GPT-2 split, no Split step) stay loadable, on the slow path."""
+    """A file whose pre-tokenizer tiktoken has no pattern for (digits split one by one first) stays
+    loadable, on the slow path."""
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=300, special_tokens=[EOT_TOKEN], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()

@@ -96,11 +96,21 @@ class TextDataModule(pl.LightningDataModule):
         return self._sampler
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved in every checkpoint: the sampler's seed, and (for the record) the windows trained on."""
+        """Saved in every checkpoint: the sampler's seed and, for the record (an exported model's card),
+        the windows trained on and what the corpus was."""
+        state: dict[str, Any] = {}
+        if self.cache is not None:
+            meta = self.cache.meta
+            state["corpus"] = {
+                "tokens": meta["tokens"],
+                "documents": meta["documents"],
+                "files": len(meta["sources"]),
+                "bytes": sum(s["size"] for s in meta["sources"]),
+            }
         sampler = getattr(self, "_sampler", None)
-        if sampler is None:
-            return {}
-        return {"sampler": {"seed": sampler.seed, "samples_consumed": sampler.position()}}
+        if sampler is not None:
+            state["sampler"] = {"seed": sampler.seed, "samples_consumed": sampler.position()}
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._sampler_resume = dict(state_dict.get("sampler") or {})

@@ -3,7 +3,8 @@
 A worker turns an `Item` (a text piece, a block of JSON lines, a batch of parquet
 rows) into token ids: parse, clean, drop documents that are too short, hash each
 document (for exact-duplicate removal, decided in the main process, which sees them all
-in order) and encode, with `<|endoftext|>` after each document. Results come back in
+in order) and encode, with `<|endoftext|>` (the tokenizer's end-of-sequence token) after each
+document and its `doc_prefix_ids` (an imported Llama's BOS) before it. Results come back in
 item order, whatever the number of workers, so the token cache does not depend on it.
 At most a few tasks are in flight, so memory stays bounded whatever the corpus size.
 """
@@ -65,7 +66,9 @@ class ItemEncoder:
         if isinstance(tokenizer, BPETokenizer) and not settings.use_tiktoken:
             tokenizer.disable_fast_path()
         self.settings = settings
+        self.tokenizer = tokenizer
         self.encode = tokenizer.encode_array
+        self.prefix = np.array(tokenizer.doc_prefix_ids, dtype=np.uint32)
         self.eot = np.array([tokenizer.eot_id], dtype=np.uint32)
         self.dtype = np.dtype(settings.dtype)
 
@@ -81,7 +84,9 @@ class ItemEncoder:
     def _text(self, item: Item) -> ItemResult:
         counts = CleaningCounts()
         text = clean_bytes(item.payload, self.settings.rules, counts, strip_bom=item.file_start)
-        ids = self.encode(text)
+        ids = self.tokenizer.encode_piece(text, doc_start=item.doc_start)
+        if item.doc_start and self.prefix.size:
+            ids = np.concatenate([self.prefix, ids])
         if item.doc_end:
             ids = np.concatenate([ids, self.eot])
         stripped = text.lstrip()
@@ -141,8 +146,8 @@ class ItemEncoder:
                 continue
             ids = self.encode(text)
             data = text.encode()
-            arrays += [ids, self.eot]
-            lengths.append(ids.size + 1)
+            arrays += [self.prefix, ids, self.eot]
+            lengths.append(self.prefix.size + ids.size + 1)
             hashes.append(utf8_hash(data))
             sizes.append(len(data))
         if arrays:

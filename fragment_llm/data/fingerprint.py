@@ -16,13 +16,14 @@ from typing import Any
 
 from fragment_llm.config import DataConfig, TokenizerConfig
 from fragment_llm.data.dataset import CACHE_VERSION
+from fragment_llm.data.hf_tokenizer import tokenizer_files
 from fragment_llm.data.sources import SourceFile, normalize_extensions, sources_fingerprint
 from fragment_llm.errors import DataError
 
 
 def cache_fingerprint(files: list[SourceFile], d: DataConfig, t: TokenizerConfig) -> dict[str, Any]:
     if t.path is not None:
-        tok: dict[str, Any] = {"file_sha256": _file_sha256(Path(t.path).expanduser())}
+        tok: dict[str, Any] = {"file_sha256": _files_sha256(tokenizer_files(Path(t.path).expanduser()))}
     elif t.kind == "char":
         tok = {"kind": "char"}
     else:
@@ -48,8 +49,14 @@ def cache_key(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _file_sha256(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as e:
-        raise DataError(f"tokenizer.path: cannot read {path} ({e.strerror or e})") from None
+def _files_sha256(paths: list[Path]) -> str:
+    """A tokenizer file's SHA-256; for a model directory's files, the hash of their names and hashes."""
+    digests = []
+    for path in paths:
+        try:
+            digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        except OSError as e:
+            raise DataError(f"tokenizer.path: cannot read {path} ({e.strerror or e})") from None
+    if len(paths) == 1:
+        return digests[0]
+    return hashlib.sha256(json.dumps([[p.name, d] for p, d in zip(paths, digests, strict=True)]).encode()).hexdigest()

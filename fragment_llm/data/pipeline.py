@@ -39,7 +39,7 @@ from fragment_llm.data.report import PrepareReport
 from fragment_llm.data.shards import ShardWriter, token_dtype
 from fragment_llm.data.sources import SourceFile, discover_files, nothing_to_read
 from fragment_llm.data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
-from fragment_llm.data.tokenizer_sample import TokenizerSample
+from fragment_llm.data.tokenizer_sample import VERIFY_CHARS, TokenizerSample
 from fragment_llm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -219,6 +219,12 @@ class _Builder:
         if t.path is not None:
             tokenizer = load_tokenizer(Path(t.path).expanduser())
             info: dict[str, Any] = {"from_file": str(t.path)}
+            if isinstance(tokenizer, BPETokenizer) and tokenizer.fast:  # check tiktoken on this corpus too
+                sample = TokenizerSample(sources, VERIFY_CHARS, self.rules, self.d.text_field)
+                for _ in sample:
+                    pass
+                sample.close()
+                tokenizer.verify_fast_path(sample.kept)
         else:
             budget = None if t.kind == "char" else t.train_chars  # a character vocabulary needs every character
             sample = TokenizerSample(sources, budget, self.rules, self.d.text_field)
@@ -239,7 +245,7 @@ class _Builder:
             tokenizer.vocab_size,
             secs,
             f" from {info['trained_on_chars'] / 1e6:.1f}M sampled characters" if "trained_on_chars" in info else "",
-            "tiktoken" if fast else "tokenizers" if tokenizer.kind == "bpe" else "a character table",
+            "tiktoken" if fast else "tokenizers" if isinstance(tokenizer, BPETokenizer) else "a character table",
         )
         return tokenizer
 

@@ -5,6 +5,8 @@ Face's own format, so `tokenizers.Tokenizer.from_file` reads it and gives the sa
 (set `encode_special_tokens = True` on it to treat special-token text as we do). BPE
 splits text with GPT-4's pattern, stored in the file, and encodes with `tiktoken` built
 from the same merges (see fast_bpe.py). Documents are separated by `<|endoftext|>`.
+A pretrained model's tokenizer (a Hugging Face model directory) is the third kind, "hf":
+see hf_tokenizer.py.
 
 Special tokens have reserved ids (0, 1, ... in the order configured for BPE; the last id
 for character-level). User text never produces one: `encode` treats special-token text
@@ -45,9 +47,10 @@ __all__ = ["EOT_TOKEN", "BPETokenizer", "CharTokenizer", "Tokenizer", "load_toke
 
 class Tokenizer(ABC):
     vocab_size: int
-    eot_id: int
+    eot_id: int  # the document separator (the end-of-sequence token)
     kind: str
     special_tokens: dict[str, int]
+    doc_prefix_ids: tuple[int, ...] = ()  # put before each document (a BOS, for tokenizers that add one)
 
     def encode(self, text: str, allowed_special: Collection[str] | Literal["all"] = ()) -> list[int]:
         """Token ids of `text`; special-token text becomes its special id only if named in `allowed_special`."""
@@ -60,8 +63,12 @@ class Tokenizer(ABC):
         pattern = "(" + "|".join(re.escape(s) for s in sorted(allowed, key=len, reverse=True)) + ")"
         ids: list[int] = []
         for i, part in enumerate(re.split(pattern, text)):
-            ids.extend([self.special_tokens[part]] if i % 2 else self.encode_ordinary(part))
+            ids.extend([self.special_tokens[part]] if i % 2 else self._encode_segment(part, first=i == 0))
         return ids
+
+    def _encode_segment(self, text: str, first: bool) -> list[int]:
+        """The text between special tokens (`first`: at the start of the whole text)."""
+        return self.encode_ordinary(text)
 
     @abstractmethod
     def encode_ordinary(self, text: str) -> list[int]:
@@ -74,6 +81,24 @@ class Tokenizer(ABC):
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode_ordinary(t) for t in texts]
 
+    def encode_piece(self, text: str, doc_start: bool = True) -> np.ndarray:
+        """`encode_array` of a piece of a document cut at a safe point (`readers.safe_cut`).
+
+        `doc_start=False`: the piece continues a document, so nothing that a tokenizer puts at the
+        start of each text (SentencePiece's "▁") is added.
+        """
+        return self.encode_array(text)
+
+    @property
+    def roles(self) -> dict[str, str | None]:
+        """Special tokens by the part they play, as Hugging Face names them (None: this tokenizer has none)."""
+        pad = "<|pad|>" if "<|pad|>" in self.special_tokens else None
+        return {"bos": EOT_TOKEN, "eos": EOT_TOKEN, "pad": pad, "unk": None}  # GPT-2's convention
+
+    @property
+    def role_ids(self) -> dict[str, int | None]:
+        return {role: None if name is None else self.special_tokens[name] for role, name in self.roles.items()}
+
     @abstractmethod
     def decode(self, ids: Sequence[int]) -> str: ...
 
@@ -85,20 +110,22 @@ class Tokenizer(ABC):
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def save(self, path: str | os.PathLike) -> None:
-        _atomic_write_text(Path(path), self.to_json())
+        atomic_write_text(Path(path), self.to_json())
 
 
 class BPETokenizer(Tokenizer):
     kind = "bpe"
 
-    def __init__(self, hf_tokenizer, spec: dict | None = None) -> None:
+    def __init__(self, hf_tokenizer, spec: dict | None = None, eot_token: str = EOT_TOKEN) -> None:
         self._tok = hf_tokenizer
         self._tok.encode_special_tokens = True  # special-token text in user input stays text
+        self._tok.no_padding()  # a file's padding or truncation settings would change the ids of a batch
+        self._tok.no_truncation()
         self.vocab_size = hf_tokenizer.get_vocab_size(with_added_tokens=True)
         self.special_tokens = {t.content: i for i, t in hf_tokenizer.get_added_tokens_decoder().items() if t.special}
-        if EOT_TOKEN not in self.special_tokens:
-            raise TokenizerError(f"BPE tokenizer has no {EOT_TOKEN} special token")
-        self.eot_id = self.special_tokens[EOT_TOKEN]
+        if eot_token not in self.special_tokens:
+            raise TokenizerError(f"BPE tokenizer has no {eot_token} special token")
+        self.eot_id = self.special_tokens[eot_token]
         self._fast = fast_bpe.tiktoken_encoding(spec if spec is not None else json.loads(self.to_json()))
         if self._fast is not None and fast_bpe.agrees(self._fast, self._tok, fast_bpe.PROBES) is not None:
             self._fast = None
@@ -182,6 +209,10 @@ class BPETokenizer(Tokenizer):
     def to_json(self) -> str:
         return self._tok.to_str()
 
+    def hf_json(self) -> str:
+        """The tokenizer.json that Hugging Face's libraries read (for this kind, the same as `to_json`)."""
+        return self._tok.to_str()
+
 
 class CharTokenizer(Tokenizer):
     """One id per character of the training text (sorted), then `<|endoftext|>`, as nanoGPT's shakespeare_char.
@@ -259,11 +290,18 @@ def train_tokenizer(
 
 def tokenizer_from_json(text: str, source: str = "tokenizer") -> Tokenizer:
     """Build a tokenizer from its JSON text (plain data; checked first, nothing is executed or unpickled)."""
+    from fragment_llm.data import hf_tokenizer, tokenizer_export
+
     spec = parse_tokenizer_json(text, source)
     if spec.get("format") == CHAR_FORMAT:
         return CharTokenizer(check_char_spec(spec, source))
-    if isinstance(spec.get("model"), dict) and spec["model"].get("type") == "BPE":
+    if spec.get("format") == hf_tokenizer.HF_FORMAT:
+        return hf_tokenizer.hf_tokenizer_from_saved(spec, source)
+    model_type = spec["model"].get("type") if isinstance(spec.get("model"), dict) else None
+    if model_type == "BPE":
         return BPETokenizer.from_spec(spec, text, source)
+    if model_type == "WordLevel":  # our character-level tokenizer, as exported for Hugging Face
+        return tokenizer_export.char_from_wordlevel(spec, source)
     raise TokenizerError(f"{source}: not a Fragment_LLM tokenizer (neither byte-level BPE nor character-level)")
 
 
@@ -276,18 +314,36 @@ def token_byte_lengths(tokenizer_json: str) -> np.ndarray:
     data = json.loads(tokenizer_json)
     if "chars" in data:  # character-level: one token per character, then <|endoftext|>
         return np.array([len(c.encode("utf-8")) for c in data["chars"]] + [0], dtype=np.int64)
-    # Byte-level BPE: every character of a vocabulary entry stands for exactly one byte.
+    if data.get("format") == "fragment_llm.hf/1":  # a pretrained model's tokenizer (data/hf_tokenizer.py)
+        data = data["tokenizer"]
+    # Byte-level BPE: every character of a vocabulary entry stands for exactly one byte. SentencePiece-style
+    # (byte fallback): "\u2581" is a space, <0xNN> one byte, other characters their UTF-8 bytes.
+    sentencepiece = bool(data["model"].get("byte_fallback"))
     vocab: dict[str, int] = data["model"]["vocab"]
     special = {t["id"] for t in data.get("added_tokens", []) if t.get("special")}
     lengths = np.zeros(max([*vocab.values(), *special]) + 1, dtype=np.int64)
     for token, i in vocab.items():
         if i not in special:
-            lengths[i] = len(token)
+            lengths[i] = _sentencepiece_bytes(token) if sentencepiece else len(token)
     return lengths
 
 
+def _sentencepiece_bytes(token: str) -> int:
+    if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+        return 1
+    return len(token.replace("\u2581", " ").encode("utf-8"))
+
+
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """The tokenizer in a tokenizer.json, or in a Hugging Face model directory (see hf_tokenizer.py)."""
+    from fragment_llm.data import hf_tokenizer
+
     path = Path(path)
+    model_dir = hf_tokenizer.hf_model_dir(path)
+    if model_dir is not None:
+        return hf_tokenizer.load_hf_tokenizer(model_dir)
+    if path.is_dir():  # a run directory
+        path = path / "tokenizer.json"
     try:
         if path.stat().st_size > MAX_TOKENIZER_BYTES:
             raise TokenizerError(f"{path}: {path.stat().st_size:,} bytes is too large for a tokenizer file; refused")
@@ -297,7 +353,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     return tokenizer_from_json(text, source=str(path))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

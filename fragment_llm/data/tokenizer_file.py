@@ -93,8 +93,11 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def check_bpe_spec(spec: dict[str, Any], source: str) -> None:
-    """Refuse a Hugging Face BPE tokenizer.json whose ids, vocabulary or merges do not hold together."""
+def check_bpe_spec(spec: dict[str, Any], source: str, eot_token: str | None = EOT_TOKEN) -> None:
+    """Refuse a Hugging Face BPE tokenizer.json whose ids, vocabulary or merges do not hold together.
+
+    `eot_token`: the special token that must be there (None: the caller checks its own special tokens).
+    """
 
     def bad(why: str) -> TokenizerError:
         return TokenizerError(f"{source}: {why}; refused")
@@ -126,9 +129,13 @@ def check_bpe_spec(spec: dict[str, Any], source: str) -> None:
             raise bad(f"malformed merge {str(m)[:80]!r}")
         if pair[0] not in vocab or pair[1] not in vocab or pair[0] + pair[1] not in vocab:
             raise bad(f"merge {str(m)[:80]!r} refers to tokens missing from the vocabulary")
-    if EOT_TOKEN not in {t["content"] for t in added}:
-        raise bad(f"no {EOT_TOKEN} special token (the document separator)")
-    check_text_steps(spec, source)
+    if eot_token is not None and eot_token not in {t["content"] for t in added}:
+        raise bad(
+            f"no {eot_token} special token (the document separator); for a Hugging Face model's tokenizer, "
+            "give its directory (with tokenizer_config.json), which names its own end-of-sequence token"
+        )
+    if eot_token is not None:  # ours; a Hugging Face model's tokenizer has its own allow-list (hf_tokenizer_check.py)
+        check_text_steps(spec, source)
 
 
 def check_char_spec(spec: dict[str, Any], source: str) -> str:

@@ -5,6 +5,8 @@ containers are accepted, so a crafted file cannot run code. The model config and
 tokenizer come from the checkpoint itself (plain dicts and JSON text); the config is checked
 against the weights before the model is built (checkpoint_shapes.py), the tokenizer file
 by tokenizer_file.py, and nothing from it is ever passed to `hydra.utils.instantiate`.
+A Hugging Face model directory (config.json, safetensors weights, tokenizer.json) loads too,
+through the checks of interop/hf_dir.py.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ import torch
 from fragment_llm.checkpoint_file import load_checkpoint_safely
 from fragment_llm.data.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_json
 from fragment_llm.errors import CheckpointError, ConfigError
+from fragment_llm.interop.hf_dir import HFModelDir, is_hf_model_dir
 from fragment_llm.model.checkpoint_shapes import check_weights_match_config, claimed_config, model_state
-from fragment_llm.model.gpt import GPT
+from fragment_llm.model.gpt import GPT, GPTConfig
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The context a Hugging Face model gets when sampled directly: their contexts reach 32k+ tokens, and the
+# KV cache grows with it (Qwen3-0.6B: 9 GB at 40960); past it the window slides (see engine.py).
+HF_SAMPLING_CONTEXT = 2048
 
 
 def find_latest_checkpoint(runs_dir: str | os.PathLike) -> Path:
@@ -42,8 +48,11 @@ def find_latest_checkpoint(runs_dir: str | os.PathLike) -> Path:
 
 
 def resolve_checkpoint(ckpt: str | os.PathLike) -> Path:
-    """Accept a checkpoint file, a run directory, or a directory of runs (its newest last.ckpt)."""
+    """Accept a checkpoint file, a run directory, a directory of runs (its newest last.ckpt), or a
+    Hugging Face model directory (one with config.json: returned as it is)."""
     path = Path(ckpt).expanduser().resolve()
+    if is_hf_model_dir(path):
+        return path
     if path.is_dir():
         for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
             if candidate.is_file():
@@ -90,18 +99,39 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 
 
 def load_checkpoint(path: Path) -> tuple[GPT, Tokenizer]:
-    """The GPT (on CPU, float32, eval mode) and tokenizer stored in a training checkpoint."""
-    checkpoint = load_checkpoint_safely(path)
+    """The GPT (on CPU, float32, eval mode) and tokenizer of a training checkpoint or a model directory."""
+    if is_hf_model_dir(path):
+        return load_hf_model_dir(path)
+    return model_from_checkpoint(load_checkpoint_safely(path), path)
+
+
+def load_hf_model_dir(path: Path) -> tuple[GPT, Tokenizer]:
+    """The model and tokenizer of a Hugging Face model directory, at most HF_SAMPLING_CONTEXT tokens of context."""
+    hf = HFModelDir.open(path)
+    tokenizer = load_tokenizer(path)
+    _check_vocab(tokenizer, hf.config, path)
+    return hf.load_model(min(hf.config.block_size, HF_SAMPLING_CONTEXT)), tokenizer
+
+
+def _check_vocab(tokenizer: Tokenizer, config: GPTConfig, path: Path) -> None:
+    # A pretrained model's embedding may have more rows than its tokenizer has tokens (Qwen pads to a
+    # multiple of 128); ours never; fewer would let the tokenizer's ids index past the table.
+    padded = tokenizer.kind == "hf" and tokenizer.vocab_size <= config.vocab_size
+    if tokenizer.vocab_size != config.vocab_size and not padded:
+        raise CheckpointError(
+            f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model has vocab_size="
+            f"{config.vocab_size}; they do not belong together."
+        )
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> tuple[GPT, Tokenizer]:
+    """The GPT and tokenizer of an opened training checkpoint (see load_checkpoint_safely)."""
     log.info("%s: %s", path.name, origin(checkpoint.get("run_record")))
     config = claimed_config(checkpoint, path)
     state = model_state(checkpoint)
     check_weights_match_config(config, state, path)  # before anything is allocated for the model
     tokenizer = _tokenizer(checkpoint, path)
-    if tokenizer.vocab_size != config.vocab_size:
-        raise CheckpointError(
-            f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model was trained with "
-            f"vocab_size={config.vocab_size}; they do not belong together."
-        )
+    _check_vocab(tokenizer, config, path)
     model = GPT(config)
     try:
         model.load_state_dict(state)

@@ -3,6 +3,9 @@
 Policy:
 - `None` asks for unconditional generation: the context is just `<|endoftext|>`, the token
   that separates documents in training. An empty or blank prompt is refused.
+- A tokenizer that puts ids before each document (an imported Llama's BOS, `doc_prefix_ids`)
+  puts them before the prompt too, as training did and as transformers' pipelines do; with
+  no prompt they are the whole context.
 - Newlines are normalized and control characters other than `\\n` and `\\t` are removed,
   as preprocessing removed them from the training text (the model has never seen them);
   unpaired surrogates (undecodable input bytes) become U+FFFD.
@@ -50,9 +53,10 @@ def encode_prompt(
     tokenizer: Tokenizer, prompt: str | None, block_size: int, settings: Any, max_tokens: int
 ) -> list[int]:
     """Token ids of an already cleaned prompt; None gives the unconditional context."""
+    prefix = list(getattr(tokenizer, "doc_prefix_ids", ()))
     if prompt is None:
-        return [tokenizer.eot_id]
-    ids = tokenizer.encode(prompt)
+        return prefix or [tokenizer.eot_id]
+    ids = prefix + tokenizer.encode(prompt)
     if len(ids) > max_tokens:
         raise PromptError(
             f"prompt is {len(ids):,} tokens; the limit is max_prompt_tokens={max_tokens:,}. Shorten the prompt."

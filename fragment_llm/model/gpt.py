@@ -8,7 +8,7 @@ made of switches Llama or Qwen3 have maps onto theirs one to one:
 
     position  learned | rope      RoPE in the half-split `rotate_half` convention, on q and k
     norm      layernorm | rmsnorm RMSNorm with a gain, computed in float32 (LlamaRMSNorm)
-    mlp       gelu | swiglu | relu2   SwiGLU = c_proj(silu(gate(x)) * up(x)), `c_fc` holds [gate; up]
+    mlp       gelu | gelu_tanh | swiglu | relu2   SwiGLU = c_proj(silu(gate(x)) * up(x)), `c_fc` holds [gate; up]
     qk_norm   per-head RMSNorm on q and k before RoPE (Qwen3's q_norm/k_norm)
     n_kv_head grouped-query attention: c_attn gives [q; k; v] with n_kv_head key/value heads
 
@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 Position = Literal["learned", "rope"]
 Norm = Literal["layernorm", "rmsnorm"]
-Mlp = Literal["gelu", "swiglu", "relu2"]
+Mlp = Literal["gelu", "gelu_tanh", "swiglu", "relu2"]
 
 
 @dataclass
@@ -44,7 +44,7 @@ class GPTConfig:
     rope_base: float = 10000.0
     norm: Norm = "layernorm"  # rmsnorm has a gain and never a bias
     norm_eps: float = 1e-5
-    mlp: Mlp = "gelu"  # gelu: exact erf GELU (GPT-2); swiglu; relu2: relu(x)**2
+    mlp: Mlp = "gelu"  # gelu: exact erf GELU; gelu_tanh: its tanh approximation (OpenAI's GPT-2); swiglu; relu2
     mlp_hidden: int | None = None  # None: 4 * n_embd; swiglu: the multiple of 64 nearest 8/3 * n_embd
     qk_norm: bool = False
     tie_embeddings: bool = True  # lm_head shares wte's weight
@@ -125,6 +125,8 @@ def mlp_activation(kind: str, h: torch.Tensor) -> torch.Tensor:
     """The MLP's nonlinearity on c_fc's output; SwiGLU's holds [gate; up] and halves the width."""
     if kind == "gelu":
         return F.gelu(h)
+    if kind == "gelu_tanh":  # Hugging Face's gelu_new: what OpenAI's GPT-2 checkpoints were trained with
+        return F.gelu(h, approximate="tanh")
     if kind == "relu2":
         return F.relu(h).square()
     gate, up = h.chunk(2, dim=-1)

@@ -48,6 +48,7 @@ LOCATION_KEYS = (
     "logger.name",
     "logger.version",
     "trainer.default_root_dir",
+    "init_from",
     "ckpt_path",
     "resume",
 )

@@ -33,6 +33,7 @@ from fragment_llm.training.checkpoint_io import (
 )
 from fragment_llm.training.config_checks import validate_train_config
 from fragment_llm.training.console import quiet_lightning
+from fragment_llm.training.init_from import apply_init_from, load_pretrained_weights, model_vocab_size
 from fragment_llm.training.lit_module import LitGPT
 from fragment_llm.training.monitoring import SpeedMonitor
 from fragment_llm.training.precision import resolve_precision
@@ -73,14 +74,15 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     `train.py` can resume the run with its own settings. The process that owns the run (rank 0)
     locks its directory: a second process on the same run is refused (training/run_lock.py).
     """
+    pretrained = apply_init_from(cfg, list(overrides or []))  # sets the model and tokenizer from the directory
     validate_train_config(cfg)
     check_targets(cfg)  # before anything is instantiated (or a run directory made), however the config was built
     owner = rank_zero_only.rank == 0  # the other ranks of a multi-process job share its directory
     with run_lock(Path(cfg.paths.output_dir).resolve()) if owner else contextlib.nullcontext():
-        return _train(cfg, overrides)
+        return _train(cfg, overrides, pretrained)
 
 
-def _train(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
+def _train(cfg: DictConfig, overrides: list[str] | None, pretrained: Any) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.paths.output_dir).resolve()
     runs_root = Path(cfg.paths.log_dir).resolve() / cfg.task_name
@@ -110,7 +112,7 @@ def _train(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
     )
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     compile_model = model_cfg.pop("compile")
-    model_cfg["vocab_size"] = tokenizer.vocab_size
+    model_cfg["vocab_size"] = model_vocab_size(pretrained, tokenizer)
     run_config = {k: v for k, v in plain(cfg).items() if k not in RESUME_KEYS}
     if checkpoint is not None:  # before the model is built: a resumed run keeps the checkpoint's (vetted) shape
         _check_resumable(checkpoint, model_cfg, tokenizer.to_json(), run_config, resume_from)
@@ -123,6 +125,8 @@ def _train(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any]:
         overrides=list(overrides or []),
     )
     log.info("Model: %.2fM parameters", model.model.num_params() / 1e6)
+    if checkpoint is None and pretrained is not None:
+        load_pretrained_weights(model.model, pretrained)
     if is_main:
         text = OmegaConf.to_yaml(cfg, resolve=True)
         atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()))
