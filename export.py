@@ -1,4 +1,4 @@
-"""Export a trained model for Hugging Face `transformers`: `python export.py ckpt=<run dir> out=<dir>` (see README.md)."""
+"""Export a trained model for Hugging Face `transformers`: `python export.py ckpt=<run> out=<dir>` (see README.md)."""
 
 import shlex
 import sys
