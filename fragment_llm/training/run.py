@@ -23,6 +23,7 @@ from fragment_llm.config import validate_train_config
 from fragment_llm.data.datamodule import TextDataModule
 from fragment_llm.errors import CheckpointError, ConfigError
 from fragment_llm.model.lit_module import LitGPT
+from fragment_llm.precision import resolve_training_precision
 from fragment_llm.training.checkpoint_io import (
     FlushLogsOnCheckpoint,
     SafeCheckpointIO,
@@ -30,7 +31,6 @@ from fragment_llm.training.checkpoint_io import (
     load_checkpoint_safely,
 )
 from fragment_llm.training.monitoring import SpeedMonitor
-from fragment_llm.training.precision import resolve_precision
 from fragment_llm.training.resume import RESUME_KEYS, config_changes, plain
 from fragment_llm.training.rng import CarryRNGState
 from fragment_llm.training.rundir import (
@@ -40,6 +40,7 @@ from fragment_llm.training.rundir import (
     remove_partial_checkpoints,
     resume_checkpoint,
 )
+from fragment_llm.training.validation import ValidationSchedule
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()))
         tokenizer.save(run_dir / "tokenizer.json")
 
-    initial_val_loss = None
-    if resume_from is None and trainer.limit_val_batches != 0:
-        # The untrained model's loss is the baseline the user (and the tests) compare against.
-        initial_val_loss = trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/loss"]
-        log.info("Initial val/loss %.4f", initial_val_loss)
-
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
-    return _finish(trainer, run_dir, initial_val_loss, resume_from)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)  # with the untrained baseline (validation.py)
+    schedule = next((c for c in trainer.callbacks if isinstance(c, ValidationSchedule)), None)
+    if schedule is not None:
+        schedule.validate_whole_split(trainer, model, datamodule)
+    return _finish(trainer, run_dir, schedule.initial_val_loss if schedule else None, resume_from)
 
 
 def _prepare_run_dir(run_dir: Path, resuming: bool) -> None:
@@ -123,7 +121,7 @@ def _prepare_run_dir(run_dir: Path, resuming: bool) -> None:
 
 
 def _build_trainer(cfg: DictConfig, resume_step: int | None) -> pl.Trainer:
-    precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    precision, why = resolve_training_precision(cfg.trainer.precision, cfg.trainer.accelerator, cfg.model.n_embd)
     log.info("Precision: %s (%s)", precision, why)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress bar callback then
@@ -136,8 +134,9 @@ def _build_trainer(cfg: DictConfig, resume_step: int | None) -> pl.Trainer:
             # TensorBoard hides what the interrupted run logged after its checkpoint; the resumed run relogs it.
             extra["purge_step"] = resume_step
         logger = instantiate(cfg.logger, **extra)
+    no_baseline = {"num_sanity_val_steps": 0} if resume_step is not None else {}  # the baseline is for fresh runs
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, precision=precision, callbacks=callbacks, logger=logger, plugins=[SafeCheckpointIO()]
+        cfg.trainer, precision=precision, callbacks=callbacks, logger=logger, plugins=[SafeCheckpointIO()], **no_baseline
     )
     _refuse_multiprocess_sweep(trainer)
     if cfg.tokens_per_step is not None:
