@@ -47,6 +47,9 @@ class DataConfig:
     shard_tokens: int = 100_000_000  # tokens per shard file in the token cache
     prepare_workers: int | None = None  # processes that clean and encode; None: one per CPU; 1: in-process
     batch_size: int = 32
+    # Validation batch size; None: batch_size. Evaluation stores no activations for a backward pass, so
+    # larger batches fit; they run faster on GPUs, and on CPUs for small vocabularies (BENCHMARKS.md).
+    eval_batch_size: int | None = None
     num_workers: int | None = None  # loader processes; None: 0 on CPUs, 2 on GPUs (with pinned memory)
     cache_dir: str = "${paths.cache_dir}"
     cache_per_node: bool = False  # multi-node: each node builds its own cache (cache_dir on node-local disks)
@@ -125,7 +128,7 @@ class TrainerConfig:
     devices: Any = "auto"
     strategy: Any = "auto"  # a name ("ddp") or a strategy config with _target_ (see conf/trainer/fsdp.yaml)
     num_nodes: int = 1
-    precision: str = "auto"  # auto: fp32 on CPU, bf16-mixed on GPUs that have bf16, else 16-mixed
+    precision: str = "auto"  # auto: bf16-mixed or 16-mixed on GPUs; fp32 on CPUs (bf16 with AMX); see precision.py
     max_steps: int = 1000
     max_epochs: int = -1
     accumulate_grad_batches: int = 1
@@ -134,7 +137,7 @@ class TrainerConfig:
     check_val_every_n_epoch: int | None = None
     limit_val_batches: Any = None  # None: all; int: that many batches; float: that fraction
     limit_train_batches: Any = None
-    num_sanity_val_steps: int = 0
+    num_sanity_val_steps: int = 2  # val batches scored before training: the untrained baseline; 0: none
     log_every_n_steps: int = 10
     enable_progress_bar: bool = True
     enable_model_summary: bool = False  # Lightning's table has one row here; "Model: ...M parameters" is logged
@@ -167,6 +170,12 @@ class ProgressBarConfig:
 
 
 @dataclass
+class ValidationScheduleConfig:
+    _target_: str = "fragment_llm.training.validation.ValidationSchedule"
+    final_full_split: bool = True  # at max_steps, score the whole val split when limit_val_batches leaves part out
+
+
+@dataclass
 class SpeedMonitorConfig:
     _target_: str = "fragment_llm.training.monitoring.SpeedMonitor"
 
@@ -191,6 +200,7 @@ class TextSamplesConfig:
 class CallbacksConfig:
     model_checkpoint: ModelCheckpointConfig | None = field(default_factory=ModelCheckpointConfig)
     progress_bar: ProgressBarConfig | None = field(default_factory=ProgressBarConfig)
+    validation: ValidationScheduleConfig | None = field(default_factory=ValidationScheduleConfig)
     speed: SpeedMonitorConfig | None = field(default_factory=SpeedMonitorConfig)
     hparams: HParamsConfig | None = field(default_factory=HParamsConfig)
     samples: TextSamplesConfig | None = field(default_factory=TextSamplesConfig)
@@ -258,7 +268,9 @@ class GenerateConfig(SamplingConfig):
     stream: bool = True  # print tokens as they are produced
     interactive: bool = False  # a prompt loop (REPL) instead of one generation
     device: str = "auto"  # auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (bfloat16/float16 on GPUs, float32 on CPU) | float32 | bfloat16 | float16
+    precision: str = (
+        "auto"  # auto (as trainer.precision=auto: fragment_llm/precision.py) | float32 | bfloat16 | float16
+    )
     max_prompt_chars: int = 100_000
     max_prompt_tokens: int = 16_384
 
@@ -316,6 +328,8 @@ def validate_data_config(d: DictConfig, t: DictConfig) -> None:
             fail("tokenizer.train_chars", t.train_chars, "must be positive", "Use e.g. 20000000")
     if d.batch_size <= 0:
         fail("data.batch_size", d.batch_size, "must be positive", "Set data.batch_size to 1 or more")
+    if d.get("eval_batch_size") is not None and d.eval_batch_size <= 0:
+        fail("data.eval_batch_size", d.eval_batch_size, "must be positive", "Use null for data.batch_size")
     if d.num_workers is not None and d.num_workers < 0:
         fail("data.num_workers", d.num_workers, "must be >= 0", "Use 0 to load batches in the main process")
     if d.prepare_workers is not None and d.prepare_workers < 1:

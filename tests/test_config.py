@@ -140,23 +140,6 @@ def test_training_option_errors_name_the_key(tmp_path, overrides, key):
     assert str(exc.value).startswith(key + "=")
 
 
-def test_precision_auto_picks_what_the_hardware_does_well(monkeypatch):
-    import torch
-
-    from fragment_llm.training.precision import resolve_precision
-
-    assert resolve_precision("bf16-mixed", "auto") == ("bf16-mixed", "as configured")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_precision("auto", "auto")[0] == "32-true"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Some GPU")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: True)
-    assert resolve_precision("auto", "gpu")[0] == "bf16-mixed"
-    assert resolve_precision("auto", "cpu")[0] == "32-true"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: False)
-    assert resolve_precision("auto", "auto")[0] == "16-mixed"
-
-
 def test_tokens_per_step_derives_the_accumulation():
     from fragment_llm.training.run import accumulate_batches
 

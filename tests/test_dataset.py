@@ -14,10 +14,11 @@ import torch
 
 from fragment_llm.data import datamodule, pipeline, readers
 from fragment_llm.data.datamodule import TextDataModule
-from fragment_llm.data.dataset import TokenCache, TokenWindows, token_dtype
+from fragment_llm.data.dataset import TokenCache, token_dtype
 from fragment_llm.data.dedup import SeenHashes
 from fragment_llm.data.pipeline import prepare_token_cache
 from fragment_llm.data.tokenizer import EOT_TOKEN, load_tokenizer
+from fragment_llm.data.windows import TokenWindows
 from fragment_llm.errors import DataError
 from tests.conftest import corpus_text
 

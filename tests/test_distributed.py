@@ -167,5 +167,5 @@ def test_ddp_has_no_buffer_to_broadcast_at_every_forward():
     model = dict(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8)
     module = LitGPT(model=model, optimizer={}, tokenizer_json=tokenizer.to_json())
     assert list(module.buffers()) == []  # DDP broadcasts every buffer from rank 0 before each forward
-    assert module.token_bytes.tolist() == [1, 1, 1, 0]  # bits per byte still has its byte counts
+    assert module._token_bytes.tolist() == [1, 1, 1, 0]  # bits per byte still has its byte counts
     assert "token_bytes" not in module.state_dict()

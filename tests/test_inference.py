@@ -183,8 +183,9 @@ def test_device_and_precision_choice(monkeypatch):
     assert resolve_precision("auto", torch.device("mps")) == torch.float16
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")  # CUDA first
-    for bf16, dtype in ((True, torch.bfloat16), (False, torch.float16)):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Some GPU")
+    for capability, dtype in (((8, 0), torch.bfloat16), ((7, 0), torch.float16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_, c=capability: c)
         assert resolve_precision("auto", torch.device("cuda")) == dtype
 
 

@@ -96,26 +96,48 @@ def test_a_checkpoint_carrying_a_pickle_payload_is_refused(tmp_path, corpus):
     assert not (tmp_path / "payload-ran").exists()
 
 
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, corpus, monkeypatch):
+def _poison_training_batch(monkeypatch, n: int) -> None:
+    """The loss of the n-th training batch (counted from 1) becomes NaN."""
     forward = GPT.forward
     calls = {"n": 0}
 
-    def poisoned(self, idx, targets=None):
-        logits, loss = forward(self, idx, targets)
+    def poisoned(self, idx, targets=None, **kwargs):
+        logits, loss = forward(self, idx, targets, **kwargs)
         if self.training:
             calls["n"] += 1
-            if calls["n"] == 11:  # the 11th training batch
+            if calls["n"] == n:
                 loss = loss * float("nan")
         return logits, loss
 
     monkeypatch.setattr(GPT, "forward", poisoned)
-    with pytest.raises(TrainingError, match=r"train/loss is nan at step 11") as exc:
-        _train(tmp_path, corpus, "trainer.max_steps=24")
+
+
+@pytest.mark.parametrize(
+    ("log_every", "named"),
+    [
+        ("1", "at step 11"),  # checked every step: the step itself, before its backward
+        ("5", "at a step between 11 and 15"),  # checked on logging steps only: the window since the last check
+        ("50", "at a step between 9 and 16"),  # no logging step before the validation at 16: checked there
+    ],
+)
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path, corpus, monkeypatch, log_every, named
+):
+    _poison_training_batch(monkeypatch, 11)
+    with pytest.raises(TrainingError, match=rf"train/loss is nan {named}; training stopped") as exc:
+        _train(tmp_path, corpus, "trainer.max_steps=24", f"trainer.log_every_n_steps={log_every}")
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert str(last) in str(exc.value)
     ckpt = load_checkpoint_safely(last)
     assert ckpt["global_step"] == 8  # from the validation before the failure
     assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+
+
+def test_a_non_finite_loss_never_reaches_the_final_checkpoint(tmp_path, corpus, monkeypatch):
+    _poison_training_batch(monkeypatch, 11)  # after the last validation (8), before the end (12), no logging step
+    with pytest.raises(TrainingError, match=r"train/loss is nan at a step between 9 and 12"):
+        _train(tmp_path, corpus, "trainer.max_steps=12", "trainer.log_every_n_steps=50")
+    assert load_checkpoint_safely(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 8
 
 
 def test_a_new_run_never_overwrites_an_existing_one(tmp_path, corpus):

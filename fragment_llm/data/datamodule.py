@@ -12,10 +12,11 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Sampler
 
-from fragment_llm.data.dataset import TokenCache, TokenWindows
+from fragment_llm.data.dataset import TokenCache
 from fragment_llm.data.pipeline import prepare_token_cache
 from fragment_llm.data.tokenizer import Tokenizer, load_tokenizer
 from fragment_llm.data.train_window_order import ResumableRandomSampler
+from fragment_llm.data.windows import TokenWindows
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ class TextDataModule(pl.LightningDataModule):
 
     `prepare_data` builds (or finds) the token cache; `setup` opens it. Training draws
     random windows with replacement, one "epoch" being about one pass over the train
-    tokens; validation uses a fixed, non-overlapping tiling of the val split.
+    tokens; validation uses a fixed, non-overlapping tiling of the val split, read in one fixed
+    random order (so a limited validation scores a uniform sample of it).
     """
 
     def __init__(self, data: dict[str, Any], tokenizer: dict[str, Any], block_size: int) -> None:
@@ -60,7 +62,8 @@ class TextDataModule(pl.LightningDataModule):
         self.tokenizer = load_tokenizer(self.cache.tokenizer_path)
         dtype = self.cache.meta["dtype"]
         self.train_set = TokenWindows(self.cache.shard_paths("train"), dtype, self.block_size, stride=1)
-        self.val_set = TokenWindows(self.cache.shard_paths("val"), dtype, self.block_size, stride=self.block_size)
+        val_paths = self.cache.shard_paths("val")
+        self.val_set = TokenWindows(val_paths, dtype, self.block_size, stride=self.block_size, order_seed=0)
 
     @property
     def tokens_per_epoch(self) -> int:
@@ -116,9 +119,9 @@ class TextDataModule(pl.LightningDataModule):
         self._sampler_resume = dict(state_dict.get("sampler") or {})
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, batch_size=self.data_cfg.get("eval_batch_size"), shuffle=False)
 
-    def _loader(self, dataset: TokenWindows, **kwargs: Any) -> DataLoader:
+    def _loader(self, dataset: TokenWindows, batch_size: int | None = None, **kwargs: Any) -> DataLoader:
         # On a GPU, batches come from page-locked memory (the copy to the device then runs without stalling
         # the host) and are prepared ahead in worker processes. On a CPU, slicing windows from a memmap
         # takes microseconds: workers would only add start-up time.
@@ -128,7 +131,7 @@ class TextDataModule(pl.LightningDataModule):
             workers = CUDA_LOADER_WORKERS if on_cuda else 0
         return DataLoader(
             dataset,
-            batch_size=self.data_cfg["batch_size"],
+            batch_size=batch_size or self.data_cfg["batch_size"],
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=on_cuda,

@@ -1,8 +1,9 @@
-"""Token dataset: a finished token cache on disk, read through np.memmap.
+"""The token cache: a finished cache directory on disk, its splits read through np.memmap.
 
 A cache directory holds `manifest.json` (what went in, what came out, the shard list),
 `prepare_report.json`, `tokenizer.json` and the shards of each split (see shards.py).
-Nothing is loaded into memory: windows are sliced from memory-mapped shards.
+Nothing is loaded into memory: windows are sliced from memory-mapped shards (windows.py).
+No torch here: `prepare.py` and its encoder processes run without it.
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from fragment_llm.data.shards import SHARD_NAME, token_dtype
 from fragment_llm.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ShardedTokens", "TokenCache", "TokenWindows", "token_dtype"]
+__all__ = ["ShardedTokens", "TokenCache", "token_dtype"]
 
 CACHE_VERSION = 2  # bump when the on-disk layout or the preparation changes meaning
 SPLITS = ("train", "val")
@@ -137,36 +136,3 @@ class TokenCache:
             if total != tokens[split]:
                 raise corrupt(f"{split} shards hold {total} tokens, the manifest says {tokens[split]}")
         return cls(directory, meta)
-
-
-class TokenWindows(Dataset):
-    """(input, target) pairs of `block_size` tokens, the target shifted by one; map-style, index -> window.
-
-    With stride 1 every offset is a sample (training draws them at random); with stride
-    `block_size` the windows tile the split without overlap (validation's fixed set).
-    `shards` is one .bin file or a split's list of shards (read as one stream). Memmaps are
-    opened lazily, so the dataset pickles cheaply into DataLoader worker processes.
-    """
-
-    def __init__(self, shards, dtype: str, block_size: int, stride: int = 1) -> None:
-        paths = [shards] if isinstance(shards, (str, os.PathLike)) else list(shards)
-        self.tokens = ShardedTokens(paths, dtype)
-        self.block_size, self.stride = block_size, stride
-        n = len(self.tokens)
-        self.length = max(0, (n - 1 - block_size) // stride + 1)
-        if self.length == 0:
-            where = paths[0] if len(paths) == 1 else f"{Path(paths[0]).parent} ({len(paths)} shards)"
-            raise DataError(
-                f"{where} holds {n} tokens, too few for one window of model.block_size={block_size} "
-                "plus its target. Use more data, a larger data.val_fraction, or a smaller model.block_size."
-            )
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= i < self.length:
-            raise IndexError(f"window {i} out of range ({self.length})")
-        start = i * self.stride
-        chunk = torch.from_numpy(self.tokens.read(start, start + self.block_size + 1).astype(np.int64))
-        return chunk[:-1], chunk[1:]  # (T,), (T,)

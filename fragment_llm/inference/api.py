@@ -127,13 +127,14 @@ def load_model(
     """Load a training checkpoint (a file, a run directory or a folder of runs) for generation.
 
     `device="auto"` picks CUDA, then MPS, then the CPU; `precision="auto"` picks bfloat16 (or
-    float16) on GPUs and float32 on the CPU.
+    float16) on GPUs and, on the CPU, float32 or bfloat16 by the rule in fragment_llm/precision.py.
     """
     check_prompt_limits(max_prompt_chars, max_prompt_tokens)
     target = resolve_device(device)
-    dtype = resolve_precision(precision, target)
+    resolve_precision(precision, target)  # a bad name fails before the checkpoint is read
     path = resolve_checkpoint(ckpt)
     model, tokenizer = load_checkpoint(path)
+    dtype = resolve_precision(precision, target, model.config.n_embd)
     model.to(device=target, dtype=dtype)
     log.info(
         "Loaded %s: %.2fM parameters, context %d tokens, %s tokenizer (%d tokens), on %s in %s",

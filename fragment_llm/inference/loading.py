@@ -24,6 +24,7 @@ from fragment_llm.errors import CheckpointError, ConfigError
 from fragment_llm.interop.hf_dir import HFModelDir, is_hf_model_dir
 from fragment_llm.model.checkpoint_shapes import check_weights_match_config, claimed_config, model_state
 from fragment_llm.model.gpt import GPT, GPTConfig
+from fragment_llm.precision import generation_dtype
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +88,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """`auto`: bfloat16 on GPUs that support it (else float16), float16 on MPS, float32 on CPU."""
+def resolve_precision(name: str, device: torch.device, n_embd: int | None = None) -> torch.dtype:
+    """`auto`: bfloat16 on GPUs with bf16 units (else float16), float16 on MPS; on a CPU float32, or
+    bfloat16 where AMX makes it faster for a model `n_embd` wide (fragment_llm/precision.py)."""
     if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float16 if device.type == "mps" else torch.float32
+        dtype, why = generation_dtype(device, n_embd)
+        log.debug("precision=auto: %s (%s)", str(dtype).removeprefix("torch."), why)
+        return dtype
     if name not in PRECISIONS:
         raise ConfigError(f"precision={name!r}: not known. Use auto, {', '.join(PRECISIONS)}.")
     return PRECISIONS[name]

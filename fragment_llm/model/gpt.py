@@ -303,9 +303,12 @@ class GPT(nn.Module):
         return logits if cap is None else cap * torch.tanh(logits / cap)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return (logits, loss). Without targets only the last position's logits are computed."""
+        """Return (logits, loss). Without targets only the last position's logits are computed.
+
+        `reduction="none"` gives the loss of every target token, (B*T,), e.g. for evaluation metrics.
+        """
         B, T = idx.size()
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
@@ -321,7 +324,7 @@ class GPT(nn.Module):
         if targets is None:
             return self.logits(x[:, [-1], :]), None  # (B, 1, vocab): generation needs only the last step
         logits = self.logits(x)  # (B, T, vocab)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1, reduction=reduction)
         return logits, loss
 
     def params_by_role(self) -> dict[str, list[tuple[str, nn.Parameter]]]:

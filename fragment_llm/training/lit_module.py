@@ -13,7 +13,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import GradClipAlgorithmType
-from torch.nn import functional as F
 
 from fragment_llm.data.tokenizer import token_byte_lengths
 from fragment_llm.errors import TrainingError
@@ -54,13 +53,9 @@ class LitGPT(pl.LightningModule):
         self._train_forward = self.model.forward  # replaced by the compiled forward in on_fit_start
         self._compile_checked = True
         self._val_sums: torch.Tensor | None = None
-
-    @property
-    def token_bytes(self) -> torch.Tensor:
-        """(vocab,) UTF-8 bytes per token id, on the module's device (moved there once)."""
-        if self._token_bytes.device != self.device:
-            self._token_bytes = self._token_bytes.to(self.device)
-        return self._token_bytes
+        self._val_tokens = 0
+        self._unchecked_loss: torch.Tensor | None = None  # summed train losses since the last finiteness check
+        self._checked_through = 0
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -89,10 +84,11 @@ class LitGPT(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch  # (B, T), (B, T)
         loss = self._forward_train(x, y)
-        if not torch.isfinite(loss):
-            self._stop_on_non_finite(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        if self._logging_step():
+        # A NaN or inf anywhere makes this sum non-finite: one small device op per step, read only at checks.
+        self._unchecked_loss.add_(loss.detach())
+        if self._logging_step():  # reading values from the device costs a sync: only where they are logged
+            self._stop_if_non_finite(self.global_step + 1)  # before this step's backward touches the weights
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
@@ -100,12 +96,29 @@ class LitGPT(pl.LightningModule):
         """Whether Lightning writes this step's metrics: extra ones cost time only where they are kept."""
         return (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0
 
-    def _stop_on_non_finite(self, loss: torch.Tensor) -> None:
-        step = self.global_step + 1  # the optimizer step this batch belongs to, counted from 1
+    def on_train_start(self) -> None:
+        self._unchecked_loss = torch.zeros((), device=self.device)
+        self._checked_through = self.global_step  # steps up to here are known to have had a finite loss
+
+    def _stop_if_non_finite(self, step: int) -> None:
+        """Raise if a loss since the last check was NaN or inf; `step` is the newest step that loss covers.
+
+        Checked on logging steps, before each validation and before each checkpoint, so a checkpoint
+        never holds weights a non-finite loss has touched. Under DDP all processes agree.
+        """
+        if self._unchecked_loss is None:  # not training
+            return
+        total = self.trainer.strategy.reduce(self._unchecked_loss, reduce_op="sum")
+        if torch.isfinite(total):
+            self._unchecked_loss.zero_()
+            self._checked_through = step
+            return
+        first = min(self._checked_through + 1, step)
+        where = f"at step {step}" if first == step else f"at a step between {first} and {step}"
         ckpt = self.trainer.checkpoint_callback
         kept = f"The last good checkpoint is {ckpt.last_model_path}. " if ckpt and ckpt.last_model_path else ""
         raise TrainingError(
-            f"train/loss is {loss.item()} at step {step}; training stopped. {kept}"
+            f"train/loss is {total.item()} {where}; training stopped. {kept}"
             "Lower optimizer.lr, lengthen optimizer.warmup_steps or keep trainer.gradient_clip_val, "
             "then continue with ckpt_path=last and the changed values."
         )
@@ -133,26 +146,36 @@ class LitGPT(pl.LightningModule):
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_validation_epoch_start(self) -> None:
-        # [summed loss in nats, tokens, summed loss over text tokens, their bytes]; MPS has no float64
+        if not self.trainer.sanity_checking:
+            self._stop_if_non_finite(self.global_step)  # a checkpoint may follow this validation
+        # [summed loss in nats, summed loss over text tokens, their bytes]; MPS has no float64
         dtype = torch.float32 if self.device.type == "mps" else torch.float64
-        self._val_sums = torch.zeros(4, dtype=dtype, device=self.device)
+        self._val_sums = torch.zeros(3, dtype=dtype, device=self.device)
+        self._val_tokens = 0
+        if self._token_bytes.device != self.device:
+            self._token_bytes = self._token_bytes.to(self.device)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        logits, _ = self.model(x, y)  # (B, T, vocab)
-        nll = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none")  # (B*T,)
-        nbytes = self.token_bytes[y.flatten()] if self.token_bytes.numel() else torch.zeros_like(y.flatten())
-        text_nll = nll * (nbytes > 0)  # special tokens have no bytes: left out of bits per byte
-        sums = torch.stack([nll.sum(), nll.new_tensor(nll.numel()), text_nll.sum(), nbytes.sum().to(nll)])
-        self._val_sums += sums.to(self._val_sums)
+        _, nll = self.model(x, y, reduction="none")  # (B*T,) nats per target token: the only cross-entropy
+        targets = y.flatten()
+        if self._token_bytes.numel():
+            nbytes = self._token_bytes[targets]
+            text_nll = nll * (nbytes > 0)  # special tokens have no bytes: left out of bits per byte
+            sums = torch.stack([nll.sum(), text_nll.sum(), nbytes.sum().to(nll)])
+        else:
+            sums = torch.stack([nll.sum(), nll.new_zeros(()), nll.new_zeros(())])
+        self._val_sums += sums  # stays on the device: no sync per batch
+        self._val_tokens += targets.numel()
 
     def on_validation_epoch_end(self) -> None:
-        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")  # over all processes
-        loss = sums[0] / sums[1]
+        sums = torch.cat([self._val_sums, self._val_sums.new_tensor([self._val_tokens])])
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")  # over all processes
+        loss = sums[0] / sums[3]
         self.log("val/loss", loss.float(), prog_bar=True)
         self.log("val/ppl", loss.exp().float())
-        if sums[3] > 0:
-            self.log("val/bpb", (sums[2] / (math.log(2) * sums[3])).float())
+        if sums[2] > 0:
+            self.log("val/bpb", (sums[1] / (math.log(2) * sums[2])).float())
 
     def configure_optimizers(self) -> dict[str, Any]:
         decay_steps = self.optimizer_cfg.get("decay_steps") or self.trainer.max_steps
@@ -160,6 +183,8 @@ class LitGPT(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._unchecked_loss is not None:  # a checkpoint of a training run: never of non-finite weights
+            self._stop_if_non_finite(self.global_step)
         checkpoint["tokenizer"] = self.tokenizer_json  # the checkpoint carries its own tokenizer
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

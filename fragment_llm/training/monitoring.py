@@ -34,6 +34,7 @@ class SpeedMonitor(Callback):
         self._flops_per_token = 0
         self._peak_flops: float | None = None
         self._last_step = -1
+        self._stepped_once = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Before the strategy wraps the model: under FSDP each process then holds a shard of every parameter.
@@ -64,6 +65,9 @@ class SpeedMonitor(Callback):
     ) -> None:
         self._window_tokens += batch[0].numel() * trainer.world_size  # (B, T) per process
         stepped, self._last_step = trainer.global_step != self._last_step, trainer.global_step
+        if stepped and not self._stepped_once:
+            self._stepped_once = True
+            log.info("First training step done")  # start-up ends here (bench/startup.py times this line)
         if not stepped or trainer.global_step % max(1, trainer.log_every_n_steps) != 0:
             return  # between optimizer steps (gradient accumulation), or not a logging step
         now = self._now(trainer)
@@ -84,7 +88,7 @@ class SpeedMonitor(Callback):
         self._window_tokens, self._window_start = 0, now
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == "fit":
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:  # sanity checks run before on_train_start
             self._paused_at = self._now(trainer)
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:

@@ -18,7 +18,9 @@ class StepProgressBar(TQDMProgressBar):
     """Lightning's TQDM bar, but one bar for the whole run: step i of max_steps.
 
     Training "epochs" here are only a sampling horizon, so a per-epoch bar would mislead.
-    Tokens/s comes from the SpeedMonitor callback's logged `train/tokens_per_sec`.
+    Tokens/s comes from the SpeedMonitor callback's logged `train/tokens_per_sec`. The loss and
+    tokens/s shown change on logging steps (trainer.log_every_n_steps): between them the bar
+    only counts steps, so drawing it never waits for the device.
     """
 
     # Lightning's bars write to stdout, which carries only results here: they are made while stdout is stderr.
@@ -48,9 +50,15 @@ class StepProgressBar(TQDMProgressBar):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         bar = self.train_progress_bar
-        if bar is not None and self._should_update(trainer.global_step, bar.total):
-            bar.n = trainer.global_step
+        if bar is None or bar.disable:
+            return
+        step = trainer.global_step
+        if step % max(1, trainer.log_every_n_steps) == 0 or step == bar.total:
+            # New values were logged: reading them waits for the device, so only on logging steps.
+            bar.n = step
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=True)
+        elif step > bar.n:
+            bar.update(step - bar.n)  # tqdm redraws at most every `mininterval` seconds
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.train_progress_bar is not None and not self.train_progress_bar.disable:

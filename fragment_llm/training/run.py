@@ -25,6 +25,7 @@ from fragment_llm.data.datamodule import TextDataModule
 from fragment_llm.errors import CheckpointError, ConfigError
 from fragment_llm.model.checkpoint_shapes import check_weights_match_config, claimed_config, model_state
 from fragment_llm.model.gpt import GPTConfig
+from fragment_llm.precision import resolve_training_precision
 from fragment_llm.training.checkpoint_io import (
     FlushLogsOnCheckpoint,
     SafeCheckpointIO,
@@ -36,7 +37,6 @@ from fragment_llm.training.console import quiet_lightning
 from fragment_llm.training.init_from import apply_init_from, load_pretrained_weights, model_vocab_size
 from fragment_llm.training.lit_module import LitGPT
 from fragment_llm.training.monitoring import SpeedMonitor
-from fragment_llm.training.precision import resolve_precision
 from fragment_llm.training.resume import RESUME_KEYS, config_changes, plain
 from fragment_llm.training.rng import CarryRNGState
 from fragment_llm.training.run_lock import run_lock
@@ -50,9 +50,9 @@ from fragment_llm.training.rundir import (
     remove_partial_checkpoints,
     resume_checkpoint,
 )
-from fragment_llm.training.sharding import wraps_model_in_setup
 from fragment_llm.training.strategies import check_resume_loader
 from fragment_llm.training.targets import check_targets
+from fragment_llm.training.validation import ValidationSchedule
 
 log = logging.getLogger(__name__)
 quiet_lightning()  # no Lightning tips or messages a user cannot act on
@@ -135,16 +135,11 @@ def _train(cfg: DictConfig, overrides: list[str] | None, pretrained: Any) -> dic
         write_run_record(run_dir, record)
         trainer.callbacks.append(RecordInCheckpoints(record))
 
-    initial_val_loss = None
-    if resume_from is None and trainer.limit_val_batches != 0 and wraps_model_in_setup(trainer.strategy):
-        log.info("No initial validation under %s: it would wrap the model before fit", type(trainer.strategy).__name__)
-    elif resume_from is None and trainer.limit_val_batches != 0:
-        # The untrained model's loss is the baseline the user (and the tests) compare against.
-        initial_val_loss = trainer.validate(model, datamodule=datamodule, verbose=False)[0]["val/loss"]
-        log.info("Initial val/loss %.4f", initial_val_loss)
-
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
-    return _finish(trainer, run_dir, initial_val_loss, resume_from)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)  # with the untrained baseline (validation.py)
+    schedule = next((c for c in trainer.callbacks if isinstance(c, ValidationSchedule)), None)
+    if schedule is not None:
+        schedule.validate_whole_split(trainer, model, datamodule)
+    return _finish(trainer, run_dir, schedule.initial_val_loss if schedule else None, resume_from)
 
 
 def _vetted_checkpoint(path: Path, run_dir: Path) -> dict[str, Any]:
@@ -165,7 +160,7 @@ def _prepare_run_dir(run_dir: Path, resuming: bool) -> None:
 
 
 def _build_trainer(cfg: DictConfig, resume_step: int | None) -> pl.Trainer:
-    precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    precision, why = resolve_training_precision(cfg.trainer.precision, cfg.trainer.accelerator, cfg.model.n_embd)
     log.info("Precision: %s (%s)", precision, why)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     if cfg.trainer.enable_model_summary:  # the plain table goes to the log; Lightning's default prints to stdout
@@ -180,8 +175,14 @@ def _build_trainer(cfg: DictConfig, resume_step: int | None) -> pl.Trainer:
             # TensorBoard hides what the interrupted run logged after its checkpoint; the resumed run relogs it.
             extra["purge_step"] = resume_step
         logger = instantiate(cfg.logger, **extra)
+    no_baseline = {"num_sanity_val_steps": 0} if resume_step is not None else {}  # the baseline is for fresh runs
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, precision=precision, callbacks=callbacks, logger=logger, plugins=[SafeCheckpointIO()]
+        cfg.trainer,
+        precision=precision,
+        callbacks=callbacks,
+        logger=logger,
+        plugins=[SafeCheckpointIO()],
+        **no_baseline,
     )
     _refuse_multiprocess_sweep(trainer)
     if cfg.tokens_per_step is not None:

@@ -1,8 +1,8 @@
 """What changes when a strategy shards the parameters (FSDP): wrapping order, clipping and the gradient norm.
 
 Under FSDP every process holds a flat 1-D shard of each parameter and of its gradient. So:
-- the model is wrapped once, by `fit`: a `validate` before it wraps the root first, and `fit` then
-  leaves the embeddings and head as flat shards (`'weight' must be 2-D` at the first forward);
+- the model must be wrapped once, by `fit` (run.py scores the untrained baseline inside it): a `validate`
+  before it wraps the root first, and `fit` then leaves the embeddings and head as flat shards;
 - the gradient norm is a global quantity: only the root FSDP module's `clip_grad_norm_` sees
   every shard (it all-reduces the squared norms), while `torch.nn.utils.clip_grad_norm_` on a
   shard clips by roughly 1/world_size of the truth, which is why Lightning refuses it under FSDP.
@@ -14,12 +14,7 @@ import math
 from collections.abc import Iterable
 
 import torch
-from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy, Strategy
-
-
-def wraps_model_in_setup(strategy: Strategy) -> bool:
-    """Whether the strategy replaces the model's modules when a trainer stage starts (so only one stage may)."""
-    return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy))
+from lightning.pytorch.strategies import Strategy
 
 
 def sharded_root(strategy: Strategy) -> torch.nn.Module | None:
