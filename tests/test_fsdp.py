@@ -16,11 +16,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.distributed as dist
-from hydra.utils import instantiate
 
 from fragment_llm.model.gpt import Block
 from fragment_llm.training.lit_module import LitGPT
-from fragment_llm.training.sharding import clip_grad_norm, sharded_root, wraps_model_in_setup
+from fragment_llm.training.sharding import clip_grad_norm, sharded_root
 from tests.conftest import REPO_ROOT, compose_train, corpus_text, run_python
 from tests.training_helpers import scalars
 
@@ -84,12 +83,27 @@ def test_weight_decay_applies_to_the_same_parameters_under_ddp_and_fsdp(tmp_path
         assert (set(got["0.1"]), set(got["0.0"])) == (expected[0.1], expected[0.0])
 
 
-def test_initial_validation_is_left_out_for_strategies_that_wrap_the_model(tmp_path):
-    fsdp = instantiate(compose_train(tmp_path, ["trainer=fsdp"]).trainer.strategy)
-    assert wraps_model_in_setup(fsdp)  # validate() would wrap the root, and fit() would then skip it
-    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+def test_nothing_wraps_the_model_before_fit(tmp_path, monkeypatch):
+    """FSDP wraps the model in the first trainer stage: the untrained baseline must be scored inside fit."""
+    import lightning.pytorch as pl
 
-    assert not wraps_model_in_setup(DDPStrategy()) and not wraps_model_in_setup(SingleDeviceStrategy("cpu"))
+    from fragment_llm.training.run import train
+    from tests.training_helpers import TINY
+
+    stages = []
+    for name in ("fit", "validate"):
+        original = getattr(pl.Trainer, name)
+
+        def record(self, *args, _name=name, _original=original, **kwargs):
+            stages.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(pl.Trainer, name, record)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(corpus_text(20_000), encoding="utf-8")
+    result = train(compose_train(tmp_path, [*TINY, f"data.path={corpus}", "trainer.max_steps=2"]))
+    assert stages[0] == "fit", stages  # a validate() first would wrap the root under FSDP
+    assert result["initial_val_loss"] is not None  # the baseline still exists, from fit's sanity check
 
 
 def test_clipping_goes_through_the_fsdp_root_and_returns_the_norm_before_clipping():
