@@ -32,6 +32,7 @@ from fragment_llm.data.hf_tokenizer_check import check_hf_components
 from fragment_llm.data.tokenizer import EOT_TOKEN, BPETokenizer, Tokenizer
 from fragment_llm.data.tokenizer_file import MAX_TOKENIZER_BYTES, check_bpe_spec, parse_tokenizer_json
 from fragment_llm.errors import TokenizerError
+from fragment_llm.small_files import read_inside
 
 log = logging.getLogger(__name__)
 
@@ -269,9 +270,6 @@ def _json_if_present(path: Path) -> dict[str, Any]:
 
 def _read(path: Path, limit: int) -> str:
     try:
-        size = path.stat().st_size
-        if size > limit:
-            raise TokenizerError(f"{path}: {size:,} bytes is too large for this file (limit {limit:,}); refused")
-        return path.read_text(encoding="utf-8")
+        return read_inside(path, limit).decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise TokenizerError(f"cannot read {path}: {e}") from None

@@ -54,7 +54,7 @@ def check_hf_components(spec: dict[str, Any], source: str, vocab: dict[str, int]
     `vocab`: every token (model vocabulary and added tokens) with its id, already checked.
     """
     for field, allowed in ALLOWED_COMPONENTS.items():
-        steps = _flatten(spec.get(field), f"{source}: {field}")
+        steps = _flatten(spec.get(field), f"{source}: {field}", SEQUENCE_KEYS[field])
         for where, step in steps:
             kind = step.get("type")
             if kind not in allowed:
@@ -65,18 +65,27 @@ def check_hf_components(spec: dict[str, Any], source: str, vocab: dict[str, int]
             _check_step(step, where, vocab)
 
 
-def _flatten(node: Any, where: str, depth: int = 0) -> list[tuple[str, dict]]:
+# The key under which `tokenizers` reads a Sequence's children, per field. A Sequence is checked by that
+# key alone and may carry no other: an empty decoy list under another key must not hide the real steps.
+SEQUENCE_KEYS = {"normalizer": "normalizers", "pre_tokenizer": "pretokenizers", "post_processor": "processors",
+                 "decoder": "decoders"}  # fmt: skip
+
+
+def _flatten(node: Any, where: str, key: str, depth: int = 0) -> list[tuple[str, dict]]:
     """The steps of one field (null: none), sequences opened, each with where it sits in the file."""
     if node is None:
         return []
     if not isinstance(node, dict) or depth > 4:
         raise TokenizerError(f"{where}: expected a component object (at most 4 nested sequences); refused")
-    children = next((node[k] for k in ("normalizers", "pretokenizers", "processors", "decoders") if k in node), None)
+    decoys = sorted(k for k in SEQUENCE_KEYS.values() if k in node and (k != key or node.get("type") != "Sequence"))
+    if decoys:
+        raise TokenizerError(f"{where}: {', '.join(decoys)} does not belong in this component; refused")
+    children = node.get(key)
     if node.get("type") != "Sequence":
         return [(where, node)]
     if not isinstance(children, list) or len(children) > MAX_STEPS:
         raise TokenizerError(f"{where}: a Sequence needs a list of at most {MAX_STEPS} steps; refused")
-    steps = [s for i, child in enumerate(children) for s in _flatten(child, f"{where}[{i}]", depth + 1)]
+    steps = [s for i, child in enumerate(children) for s in _flatten(child, f"{where}[{i}]", key, depth + 1)]
     if len(steps) > MAX_STEPS:
         raise TokenizerError(f"{where}: more than {MAX_STEPS} steps; refused")
     return steps

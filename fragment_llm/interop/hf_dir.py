@@ -28,6 +28,7 @@ from fragment_llm.errors import CheckpointError
 from fragment_llm.interop.hf_config import from_hf_config
 from fragment_llm.interop.hf_weights import canonical_name, from_hf, hf_shapes, ignorable
 from fragment_llm.model.gpt import GPT, GPTConfig
+from fragment_llm.small_files import read_inside
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,7 @@ class HFModelDir:
 
 def read_json(path: Path) -> Any:
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise CheckpointError(f"{path}: {size:,} bytes is too large for this file; not loaded")
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_inside(path, MAX_JSON_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing; a Hugging Face model directory has one") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
