@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from fragment_llm.config import register_configs
 from fragment_llm.errors import FragmentLLMError
-from fragment_llm.interop.export import export_model
+from fragment_llm.inference.export import export_model
 
 register_configs()
 

@@ -20,7 +20,7 @@ from fragment_llm.data.tokenizer import load_tokenizer, train_tokenizer
 from fragment_llm.errors import FragmentLLMError
 from fragment_llm.inference import load_model
 from fragment_llm.inference.cli import run_generate
-from fragment_llm.interop.export import export_model
+from fragment_llm.inference.export import export_model
 from fragment_llm.training.run import train
 from tests.conftest import REPO_ROOT, compose_config, compose_train, corpus_text, run_python
 from tests.hf_helpers import PADDING, half_characters, save_hf_model

@@ -1,4 +1,4 @@
-"""The package's layers reach only down: config < data < model < inference < training (read from the imports)."""
+"""The package's layers reach only down: config < data < model < interop < inference < training (from the imports)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ ALLOWED = {
     "base": {"base"},
     "data": {"base", "data"},
     "model": {"base", "data", "model"},
-    "inference": {"base", "data", "model", "inference"},  # never training: generate.py stays free of Lightning
-    "training": {"base", "data", "model", "inference", "training"},
+    "interop": {"base", "data", "model", "interop"},  # Hugging Face configs, weights and directories
+    "inference": {"base", "data", "model", "interop", "inference"},  # never training: generate.py stays light
+    "training": {"base", "data", "model", "interop", "inference", "training"},
 }
 
 
