@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
-from fragment_llm.model.gpt import GPT, apply_rope, mlp_activation, rms_norm
+from fragment_llm.model.gpt import GPT, apply_rope, mlp_activation, rms_norm, softcap
 
 
 class _BlockWeights(NamedTuple):
@@ -73,19 +73,18 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=weight.dtype, device=weight.device)
         self.layers = list(zip(self.k.unbind(0), self.v.unbind(0), strict=True))  # per-layer views (B, nkv, T, hs)
         self.blocks = _block_weights(model)
+        # The block's norm and MLP nonlinearity, chosen once (a step calls them 2-3 times per layer).
+        shape, eps = (cfg.n_embd,), cfg.norm_eps
         if cfg.norm == "rmsnorm":
-            self.norm = lambda x, w, b: rms_norm(x, w, cfg.norm_eps)
+            self.norm = lambda x, w, b: rms_norm(x, w, eps)
         else:
-            self.norm = partial(_layer_norm, eps=cfg.norm_eps)
+            self.norm = lambda x, w, b: F.layer_norm(x, shape, w, b, eps)
+        self.activation = F.gelu if cfg.mlp == "gelu" else partial(mlp_activation, cfg.mlp)
         self.model = model
         self.length = 0
 
     def reset(self) -> None:
         self.length = 0
-
-
-def _layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, eps: float) -> torch.Tensor:
-    return F.layer_norm(x, (x.size(-1),), w, b, eps)
 
 
 @torch.inference_mode()
@@ -109,11 +108,9 @@ def forward_cached(model: GPT, idx: torch.Tensor, cache: KVCache) -> torch.Tenso
     gqa = nkv != nh
     for w, (k_cache, v_cache) in zip(cache.blocks, cache.layers, strict=True):
         qkv = F.linear(norm(x, w.ln_1_w, w.ln_1_b), w.c_attn_w, w.c_attn_b)  # (B, T, (nh + 2 nkv) hs)
-        q, k, v = qkv.split([nh * hs, nkv * hs, nkv * hs], dim=2)
-        q, k, v = q.view(B, T, nh, hs), k.view(B, T, nkv, hs), v.view(B, T, nkv, hs)
-        if w.q_norm_w is not None:
+        q, k, v = qkv.view(B, T, nh + 2 * nkv, hs).transpose(1, 2).split([nh, nkv, nkv], dim=1)  # (B, nh|nkv, T, hs)
+        if w.q_norm_w is not None:  # per head, over hs: the layout does not matter
             q, k = rms_norm(q, w.q_norm_w, cfg.norm_eps), rms_norm(k, w.k_norm_w, cfg.norm_eps)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh | nkv, T, hs)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         k_cache[:, :, start:end] = k
@@ -123,9 +120,9 @@ def forward_cached(model: GPT, idx: torch.Tensor, cache: KVCache) -> torch.Tenso
         else:  # one new token may attend to every cached position, so no mask is needed
             y = F.scaled_dot_product_attention(q, k_cache[:, :, :end], v_cache[:, :, :end], enable_gqa=gqa)
         x = x + F.linear(y.transpose(1, 2).reshape(B, T, nh * hs), w.attn_proj_w, w.attn_proj_b)  # (B, T, C)
-        h = mlp_activation(cfg.mlp, F.linear(norm(x, w.ln_2_w, w.ln_2_b), w.c_fc_w, w.c_fc_b))  # (B, T, hidden)
+        h = cache.activation(F.linear(norm(x, w.ln_2_w, w.ln_2_b), w.c_fc_w, w.c_fc_b))  # (B, T, hidden)
         x = x + F.linear(h, w.mlp_proj_w, w.mlp_proj_b)  # (B, T, C)
     cache.length = end
     ln_f = model.transformer.ln_f
     x = norm(x[:, -1, :], ln_f.weight, getattr(ln_f, "bias", None))  # (B, C): only the last position predicts
-    return model.logits(x)  # (B, vocab)
+    return softcap(F.linear(x, model.lm_head.weight), cfg.logit_softcap)  # (B, vocab)

@@ -102,6 +102,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * F.rms_norm(x.float(), (x.size(-1),), eps=eps).type_as(x)
 
 
+def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """cap * tanh(logits / cap): logits stay within (-cap, cap); None leaves them as they are."""
+    return logits if cap is None else cap * torch.tanh(logits / cap)
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -298,9 +303,7 @@ class GPT(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The output head on final-normed states (..., C) -> (..., vocab), soft-capped if configured."""
-        logits = self.lm_head(x)
-        cap = self.config.logit_softcap
-        return logits if cap is None else cap * torch.tanh(logits / cap)
+        return softcap(self.lm_head(x), self.config.logit_softcap)
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"
