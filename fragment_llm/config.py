@@ -235,7 +235,7 @@ class GenerateConfig(SamplingConfig):
     stream: bool = True  # print tokens as they are produced
     interactive: bool = False  # a prompt loop (REPL) instead of one generation
     device: str = "auto"  # auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (as trainer.precision=auto: fragment_llm/precision.py) | float32 | bfloat16 | float16
+    precision: str = "auto"  # auto (the rule of trainer.precision=auto, precision.py) | float32 | bfloat16 | float16
     max_prompt_chars: int = 100_000
     max_prompt_tokens: int = 16_384
 

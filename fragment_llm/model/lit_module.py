@@ -12,7 +12,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.nn import functional as F
 
 from fragment_llm.errors import TrainingError
 from fragment_llm.model.gpt import GPT, GPTConfig
