@@ -131,7 +131,8 @@ def load_model(
     """
     check_prompt_limits(max_prompt_chars, max_prompt_tokens)
     target = resolve_device(device)
-    resolve_precision(precision, target)  # a bad name fails before the checkpoint is read
+    if precision != "auto":
+        resolve_precision(precision, target)  # a bad name fails before the checkpoint is read
     path = resolve_checkpoint(ckpt)
     model, tokenizer = load_checkpoint(path)
     dtype = resolve_precision(precision, target, model.config.n_embd)

@@ -93,7 +93,8 @@ def resolve_precision(name: str, device: torch.device, n_embd: int | None = None
     bfloat16 where AMX makes it faster for a model `n_embd` wide (fragment_llm/precision.py)."""
     if name == "auto":
         dtype, why = generation_dtype(device, n_embd)
-        log.debug("precision=auto: %s (%s)", str(dtype).removeprefix("torch."), why)
+        if n_embd is not None:  # the model is known: this is the choice, not an early check of the name
+            log.info("precision=auto: %s (%s)", str(dtype).removeprefix("torch."), why)
         return dtype
     if name not in PRECISIONS:
         raise ConfigError(f"precision={name!r}: not known. Use auto, {', '.join(PRECISIONS)}.")
