@@ -8,8 +8,8 @@ each one's median ms per step over `--rounds` rounds (alternating and taking med
 machine's load from favouring one of them):
 
   optimizer step alone, on the modern model's parameters with fixed random gradients:
-    adamw            torch.optim.AdamW (foreach, torch's default on CPU)
-    adamw fused      torch.optim.AdamW(fused=True)
+    adamw            build_optimizer's AdamW (fused where torch has the kernel, model/optimizers.py)
+    adamw foreach    torch.optim.AdamW(foreach=True), torch's default on CPU
     muon (ours)      MuonWithAdamW: float32 Newton-Schulz on the 16 hidden matrices, AdamW on the rest
     torch.optim.Muon torch's Muon (bfloat16 Newton-Schulz) on the hidden matrices + AdamW on the rest
   whole training step (forward, backward, clip, step) with a fresh batch:
@@ -68,8 +68,8 @@ def optimizer_only(kind: str) -> tuple[GPT, object]:
         p.grad = torch.randn_like(p) * 1e-3
     if kind == "adamw":
         return model, build_optimizer(model, ADAMW, 2000)[0]
-    if kind == "adamw fused":
-        return model, torch.optim.AdamW(model.optimizer_param_groups(0.1), lr=1e-3, betas=(0.9, 0.99), fused=True)
+    if kind == "adamw foreach":
+        return model, torch.optim.AdamW(model.optimizer_param_groups(0.1), lr=1e-3, betas=(0.9, 0.99), foreach=True)
     if kind == "muon (ours)":
         return model, build_optimizer(model, MUON, 2000)[0]
     return model, torch_muon(model)
@@ -107,7 +107,7 @@ def main() -> None:
     def step_only(model: GPT, opt) -> None:
         opt.step()
 
-    kinds = ("adamw", "adamw fused", "muon (ours)", "torch.optim.Muon")
+    kinds = ("adamw", "adamw foreach", "muon (ours)", "torch.optim.Muon")
     opt_ms = time_rounds({k: optimizer_only(k) for k in kinds}, step_only, args.rounds, args.steps)
     print("\noptimizer step alone (ms):")
     for k, ms in opt_ms.items():
