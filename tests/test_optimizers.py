@@ -118,6 +118,14 @@ def test_a_muon_step_matches_torch_optim_muon():
     torch.testing.assert_close(w, w2, atol=2e-3, rtol=0)
 
 
+@pytest.mark.parametrize("shape", [(24, 32), (96, 32), (32, 96), (32, 32)])
+def test_a_batch_of_matrices_is_orthogonalized_as_each_one_alone(shape):
+    gs = torch.randn(3, *shape, generator=torch.Generator().manual_seed(1))
+    batched = orthogonalize(gs, 5)
+    for g, o in zip(gs, batched, strict=True):
+        torch.testing.assert_close(o, orthogonalize(g, 5), atol=2e-6, rtol=0)
+
+
 def test_muon_refuses_anything_but_a_matrix():
     with pytest.raises(ValueError, match="2-D"):
         MuonWithAdamW([{"params": [torch.zeros(3, requires_grad=True)]}], [{"params": [torch.zeros(2)]}], lr=0.02)

@@ -29,7 +29,8 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # torch.optim.Muon's (Keller Jordan
 
 
 def orthogonalize(g: torch.Tensor, steps: int, eps: float = 1e-7) -> torch.Tensor:
-    """Approximately U V^T of g = U S V^T (2-D) by torch.optim.Muon's Newton-Schulz iteration, in float32.
+    """Approximately U V^T of g = U S V^T by torch.optim.Muon's Newton-Schulz iteration, in float32; g is
+    2-D or a batch (k, m, n) of matrices of one shape (one call for a model's k same-shape matrices).
 
     Each step is x <- a x + (b A + c A^2) x with A = x x^T (x wide: m x n, m <= n). For a matrix at
     least twice as wide as tall the same steps run in the m x m Gram space, which is cheaper: every
@@ -39,23 +40,27 @@ def orthogonalize(g: torch.Tensor, steps: int, eps: float = 1e-7) -> torch.Tenso
     """
     a, b, c = NS_COEFFICIENTS
     x = g.float()
-    tall = x.size(0) > x.size(1)
+    batched = x.dim() == 3  # (k, m, n): k matrices of one shape in one call, as the optimizer step does
+    if not batched:
+        x = x.unsqueeze(0)
+    tall = x.size(1) > x.size(2)
     if tall:
-        x = x.T  # iterate on the smaller Gram matrix
-    x = x / x.norm().clamp(min=eps)  # spectral norm <= 1
-    m, n = x.shape
+        x = x.mT  # iterate on the smaller Gram matrix
+    x = x / x.norm(dim=(1, 2), keepdim=True).clamp(min=eps)  # spectral norm <= 1
+    m, n = x.shape[1:]
     if n < 2 * m:
         for _ in range(steps):
-            gram = x @ x.T
-            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+            gram = x @ x.mT
+            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     else:
-        gram, eye, q = x @ x.T, torch.eye(m, dtype=x.dtype, device=x.device), None
+        gram, eye, q = x @ x.mT, torch.eye(m, dtype=x.dtype, device=x.device), None
         for _ in range(steps):
-            p = torch.addmm(a * eye + b * gram, gram, gram, alpha=c)  # (m, m)
+            p = torch.baddbmm(a * eye + b * gram, gram, gram, alpha=c)  # (k, m, m)
             q = p if q is None else p @ q
             gram = p @ (p @ gram)
         x = q @ x
-    return (x.T if tall else x).to(g.dtype)
+    x = x.mT if tall else x
+    return (x if batched else x.squeeze(0)).to(g.dtype)
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
@@ -104,15 +109,22 @@ class MuonWithAdamW(torch.optim.Optimizer):
         for group in self.param_groups:
             if group["kind"] != "muon":
                 continue
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
-                buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
-                update = orthogonalize(update, group["ns_steps"])
-                p.mul_(1 - lr * wd)
-                p.add_(update, alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))  # torch's "original"
+            grads = [p.grad for p in params]
+            bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+            torch._foreach_lerp_(bufs, grads, 1 - momentum)
+            updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for i, p in enumerate(params):
+                by_shape.setdefault(tuple(p.shape), []).append(i)
+            for shape, idx in by_shape.items():  # one batched Newton-Schulz per shape: fewer, larger matmuls
+                ortho = orthogonalize(torch.stack([updates[i] for i in idx]), group["ns_steps"])
+                scale = -lr * math.sqrt(max(1.0, shape[0] / shape[1]))  # torch's "original" adjustment
+                for j, i in enumerate(idx):
+                    params[i].mul_(1 - lr * wd)
+                    params[i].add_(ortho[j], alpha=scale)
         self.adamw.step()
         return loss
