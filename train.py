@@ -52,7 +52,7 @@ def main(cfg: DictConfig) -> float:
             Path(result["run_dir"]),
             {
                 **record,
-                **{k: result[k] for k in ("best_val_loss", "val_loss")},
+                **{k: result[k] for k in ("best_val_loss", "val_loss", "val_bpb", "tokens_per_sec")},
                 "steps": result["global_step"],
                 "status": "ok",
                 "run_dir": result["run_dir"],

@@ -135,11 +135,13 @@ def main() -> None:
         ckpt = tmp / "ckpt" / "checkpoints" / "last.ckpt"
 
         firsts, walls = first_step(repo, tmp, args.repeats)
-        print(f"train.py -> first training step: median {statistics.median(firsts):.2f} s "
-              f"({', '.join(f'{s:.2f}' for s in firsts)}); whole 2-step run {statistics.median(walls):.2f} s")  # fmt: skip
+        runs = ", ".join(f"{s:.2f}" for s in firsts)
+        print(f"train.py -> first training step: median {statistics.median(firsts):.2f} s ({runs}); "
+              f"whole 2-step run {statistics.median(walls):.2f} s")  # fmt: skip
         firsts, walls = first_token(repo, ckpt, args.repeats)
-        print(f"generate.py -> first token: median {statistics.median(firsts):.2f} s "
-              f"({', '.join(f'{s:.2f}' for s in firsts)}); whole run (20 tokens) {statistics.median(walls):.2f} s")  # fmt: skip
+        runs = ", ".join(f"{s:.2f}" for s in firsts)
+        print(f"generate.py -> first token: median {statistics.median(firsts):.2f} s ({runs}); "
+              f"whole run (20 tokens) {statistics.median(walls):.2f} s")  # fmt: skip
         worker, main_rss, wall = encoder_rss(repo, tmp)
         print(f"prepare.py (24 MB, 2 encoder processes, {wall:.1f} s): encoder process VmRSS up to "
               f"{worker / 1024:.0f} MB, prepare.py's own {main_rss / 1024:.0f} MB; "

@@ -269,6 +269,7 @@ def _finish(trainer: pl.Trainer, run_dir: Path, initial_val_loss: float | None, 
         "resumed_from": str(resumed) if resumed else None,
         "initial_val_loss": initial_val_loss,
         "val_loss": _as_float(trainer.callback_metrics.get("val/loss")),
+        "val_bpb": _as_float(trainer.callback_metrics.get("val/bpb")),  # bits per byte: comparable across tokenizers
         "best_val_loss": _as_float(checkpoint_cb.best_model_score if checkpoint_cb else None),
         "global_step": trainer.global_step,
         "tokens_per_sec": speed.tokens_per_sec if speed else None,

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 SUMMARY_FILE = "summary.csv"
-COLUMNS = ("job", "best_val_loss", "val_loss", "steps", "status", "overrides", "run_dir")
+COLUMNS = ("job", "best_val_loss", "val_loss", "val_bpb", "steps", "status", "overrides", "run_dir")
 
 
 def write_job_result(run_dir: Path, record: dict[str, Any]) -> None:
