@@ -30,3 +30,26 @@ def load_checkpoint_safely(path: str | os.PathLike, map_location: Any = "cpu", m
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: not a Fragment_LLM training checkpoint (found {type(checkpoint).__name__})")
     return checkpoint
+
+
+# Steps, positions and counters a checkpoint stores: far beyond any run, and exact as a float.
+MAX_COUNT = 2**53
+
+
+def field_error(field: str, value: Any, why: str) -> CheckpointError:
+    """`field=value: why`, the value cut short; callers that know the file add it (training/resume_state.py)."""
+    shown = f"tensor of {value.dtype} {list(value.shape)}" if isinstance(value, torch.Tensor) else repr(value)
+    return CheckpointError(f"{field}={shown[:80]}: {why}")
+
+
+def check_count(field: str, value: Any, limit: int = MAX_COUNT) -> int:
+    """A stored step, position or counter: an int (not a bool) in 0..limit."""
+    if type(value) is not int or not 0 <= value <= limit:
+        raise field_error(field, value, f"must be an integer in 0..{limit}")
+    return value
+
+
+def check_mapping(field: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise field_error(field, value, "must be a mapping")
+    return value

@@ -4,6 +4,7 @@ parameters are grouped by role, and checkpoints from before the switches still l
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,12 @@ def test_bad_combinations_fail_at_config_time_naming_the_key(tmp_path, overrides
     with pytest.raises(ConfigError) as e:
         validate_train_config(compose_train(tmp_path, overrides))
     assert str(e.value).startswith(key), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("rope_base", 1e308), ("rope_base", 1.0), ("norm_eps", 1e-300), ("norm_eps", 1.0)]
+)
+def test_extreme_rope_base_and_norm_eps_are_refused(field, value):
+    # The bounds a Hugging Face config.json is held to (interop/hf_config.py); presets use 1e4..1e6 and 1e-6..1e-5.
+    with pytest.raises(ValueError, match=f"^{field}={re.escape(str(value))}: must be in"):
+        GPTConfig(**{**MODEL, "vocab_size": 23, field: value})

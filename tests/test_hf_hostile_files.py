@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,39 @@ def test_tokenizer_files_are_not_read_through_links_out(tmp_path):
     (directory / "tokenizer.json").symlink_to(source / "tokenizer.json")
     with pytest.raises(TokenizerError, match=r"tokenizer\.json.*links to .*outside"):
         load_hf_tokenizer(directory)
+
+
+def _config_json(family: str, **changes) -> dict:
+    from fragment_llm.interop.hf_config import to_hf_config
+    from fragment_llm.model.gpt import GPTConfig
+
+    rope = dict(position="rope", norm="rmsnorm", mlp="swiglu", bias=False) if family == "llama" else {}
+    config = GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32, **rope)
+    return {**to_hf_config(config, family, {"bos_token_id": 0, "eos_token_id": 0}, "float32"), **changes}
+
+
+@pytest.mark.parametrize(
+    "family, changes, named",
+    [
+        ("llama", dict(rope_theta=1e308, rope_parameters=None), "rope_theta=1e+308"),
+        ("llama", dict(rope_parameters={"rope_type": "default", "rope_theta": 5e-324}), "rope_parameters.rope_theta"),
+        ("llama", dict(rms_norm_eps=1e-300), "rms_norm_eps"),
+        ("llama", dict(rms_norm_eps=1e10), "rms_norm_eps"),
+        ("gpt2", dict(layer_norm_epsilon=5e-324), "layer_norm_epsilon"),
+        # The nested field at fault is named (it used to say rope_theta=None).
+        ("llama", dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}), "rope_parameters.rope_type=yarn"),
+        ("llama", dict(rope_parameters={"rope_type": "default"}, rope_theta=None), "rope_parameters.rope_theta=None"),
+        ("llama", dict(rope_parameters={"rope_type": "default", "rope_theta": "9"}), "rope_parameters.rope_theta=9"),
+        ("llama", dict(rope_parameters={"full_attention": {"rope_type": "default"}}), "rope_parameters.full_attention"),
+        ("llama", dict(rope_parameters=["default"]), "rope_parameters="),
+    ],
+)
+def test_extreme_or_misplaced_config_values_are_refused_by_field(family, changes, named):
+    from fragment_llm.interop.hf_config import from_hf_config
+
+    with pytest.raises(CheckpointError, match=f"^m/config.json: {re.escape(named)}"):
+        from_hf_config(_config_json(family, **changes), "m/config.json")
+    # The same file with a sane value loads; a theta given beside rope_parameters is the one transformers uses.
+    assert from_hf_config(_config_json(family), "m/config.json")[1].norm_eps == 1e-5
+    _, config = from_hf_config(_config_json("llama", rope_parameters={"rope_type": "default"}, rope_theta=5e5), "m")
+    assert config.rope_base == 5e5

@@ -12,6 +12,7 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Sampler
 
+from fragment_llm.checkpoint_file import check_count, check_mapping
 from fragment_llm.data.dataset import TokenCache
 from fragment_llm.data.pipeline import prepare_token_cache
 from fragment_llm.data.tokenizer import Tokenizer, load_tokenizer
@@ -116,7 +117,7 @@ class TextDataModule(pl.LightningDataModule):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._sampler_resume = dict(state_dict.get("sampler") or {})
+        self._sampler_resume = dict(check_state(state_dict).get("sampler") or {})
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, batch_size=self.data_cfg.get("eval_batch_size"), shuffle=False)
@@ -137,3 +138,17 @@ class TextDataModule(pl.LightningDataModule):
             pin_memory=on_cuda,
             **kwargs,
         )
+
+
+def check_state(state: Any) -> dict[str, Any]:
+    """The datamodule's state from a checkpoint (see `TextDataModule.state_dict`), checked as data: a crafted
+    seed or position would otherwise fail deep inside numpy at the first batch."""
+    name = TextDataModule.__qualname__  # the key Lightning stores it under
+    check_mapping(name, state)
+    if (sampler := state.get("sampler")) is not None:
+        check_mapping(f"{name}.sampler", sampler)
+        check_count(f"{name}.sampler.seed", sampler.get("seed"), 2**64 - 1)  # torch.initial_seed()'s range
+        check_count(f"{name}.sampler.samples_consumed", sampler.get("samples_consumed"))
+    if (corpus := state.get("corpus")) is not None:  # for the record (the model card)
+        check_mapping(f"{name}.corpus", corpus)
+    return state

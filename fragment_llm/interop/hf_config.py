@@ -12,12 +12,11 @@ tensor is allocated.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from fragment_llm.config import MAX_VOCAB_SIZE
 from fragment_llm.errors import CheckpointError, ExportError
-from fragment_llm.model.gpt import GPTConfig
+from fragment_llm.model.gpt import NORM_EPS_RANGE, ROPE_BASE_RANGE, GPTConfig
 
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 GELU_NAMES = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}  # theirs -> ours
@@ -128,8 +127,10 @@ class _Fields:
     def __init__(self, raw: dict[str, Any], source: str) -> None:
         self.raw, self.source = raw, source
 
-    def fail(self, key: str, why: str) -> CheckpointError:
-        return CheckpointError(f"{self.source}: {key}={str(self.raw.get(key))[:80]}: {why}; not loaded")
+    def fail(self, key: str, why: str, value: Any = ...) -> CheckpointError:
+        """`key` may be a dotted path into a nested object (`rope_parameters.rope_theta`): then give `value`."""
+        value = self.raw.get(key) if value is ... else value
+        return CheckpointError(f"{self.source}: {key}={str(value)[:80]}: {why}; not loaded")
 
     def int(self, key: str, limit: int, default: Any = ...) -> int:
         """The field, or `default` where it is absent or null (no default: the field is required)."""
@@ -142,10 +143,12 @@ class _Fields:
             raise self.fail(key, f"must be an integer in 1..{limit:,}")
         return value
 
-    def float(self, key: str, default: float) -> float:
+    def eps(self, key: str, default: float) -> float:
+        """A normalization epsilon, in NORM_EPS_RANGE (our model's bounds)."""
         value = self.raw.get(key, default)
-        if type(value) not in (int, float) or not (math.isfinite(value) and value > 0):
-            raise self.fail(key, "must be a positive number")
+        low, high = NORM_EPS_RANGE
+        if type(value) not in (int, float) or not low <= value <= high:
+            raise self.fail(key, f"must be a number in [{low:g}, {high:g}]")
         return float(value)
 
     def flag(self, key: str, default: bool) -> bool:
@@ -193,7 +196,7 @@ def from_hf_config(raw: Any, source: str) -> tuple[str, GPTConfig]:
             n_head=f.int("n_head", LIMITS["heads"]),
             n_embd=f.int("n_embd", LIMITS["width"]),
             bias=True,
-            norm_eps=f.float("layer_norm_epsilon", 1e-5),
+            norm_eps=f.eps("layer_norm_epsilon", 1e-5),
             mlp=GELU_NAMES[activation],
             mlp_hidden=f.int("n_inner", LIMITS["hidden"], None),
             tie_embeddings=f.flag("tie_word_embeddings", True),
@@ -224,7 +227,7 @@ def from_hf_config(raw: Any, source: str) -> tuple[str, GPTConfig]:
             position="rope",
             rope_base=_rope_base(f),
             norm="rmsnorm",
-            norm_eps=f.float("rms_norm_eps", 1e-6),
+            norm_eps=f.eps("rms_norm_eps", 1e-6),
             mlp="swiglu",
             mlp_hidden=f.int("intermediate_size", LIMITS["hidden"]),
             qk_norm=family == "qwen3",
@@ -239,22 +242,33 @@ def from_hf_config(raw: Any, source: str) -> tuple[str, GPTConfig]:
 
 
 def _rope_base(f: _Fields) -> float:
-    """RoPE's theta from rope_parameters or rope_theta; any rotary embedding but the default is refused."""
-    params = f.raw.get("rope_parameters")
+    """RoPE's theta from rope_parameters (transformers 5) or rope_theta; any rotary embedding but the default
+    is refused. Errors name the nested field at fault (`rope_parameters.rope_type`)."""
     for key in ("rope_parameters", "rope_scaling"):
         value = f.raw.get(key)
         if value is None:
             continue
-        kind = value.get("rope_type", value.get("type")) if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            raise f.fail(key, "must be an object (or null)")
+        if nested := next((k for k, v in value.items() if isinstance(v, dict)), None):
+            raise f.fail(f"{key}.{nested}", "per-layer rotary settings are not implemented", value[nested])
+        # transformers 5 reads a missing rope_parameters type as the default; rope_scaling (4.x) always names one
+        kind_key = "rope_type" if "rope_type" in value or "type" not in value else "type"
+        kind = value.get(kind_key, "default" if key == "rope_parameters" else None)
         if kind != "default":
-            raise f.fail(key, f"rope type {str(kind)[:40]!r} is not implemented (only the default rotary embedding)")
+            raise f.fail(f"{key}.{kind_key}", "not implemented (only the default rotary embedding)", kind)
         if value.get("partial_rotary_factor", 1.0) != 1.0:
-            raise f.fail(key, "partial rotary embeddings are not implemented")
+            raise f.fail(f"{key}.partial_rotary_factor", "partial rotary embeddings are not implemented",
+                         value["partial_rotary_factor"])  # fmt: skip
     if f.raw.get("partial_rotary_factor", 1.0) != 1.0:
         raise f.fail("partial_rotary_factor", "partial rotary embeddings are not implemented")
-    theta = f.raw.get("rope_theta", 10000.0)
+    params = f.raw.get("rope_parameters")
+    key, theta = "rope_theta", f.raw.get("rope_theta", 10000.0)
     if isinstance(params, dict) and "rope_theta" in params:
-        theta = params["rope_theta"]
-    if type(theta) not in (int, float) or not (math.isfinite(theta) and theta > 1):
-        raise f.fail("rope_theta", "must be a number > 1")
+        key, theta = "rope_parameters.rope_theta", params["rope_theta"]
+    elif isinstance(params, dict) and f.raw.get("rope_theta") is None:  # transformers falls back to rope_theta
+        raise f.fail("rope_parameters.rope_theta", "missing (and no rope_theta beside it)", None)
+    low, high = ROPE_BASE_RANGE
+    if type(theta) not in (int, float) or not low < theta <= high:
+        raise f.fail(key, f"must be a number in ({low:g}, {high:g}]", theta)
     return float(theta)

@@ -29,6 +29,10 @@ from torch.nn import functional as F
 Position = Literal["learned", "rope"]
 Norm = Literal["layernorm", "rmsnorm"]
 Mlp = Literal["gelu", "gelu_tanh", "swiglu", "relu2"]
+# Beyond these a config is a mistake or hostile: theta 1e308 overflows float32, an eps of 1e-300 is zero (or
+# denormal) in float32 and so no guard against dividing by ~0, one above 0.1 swamps what it normalizes.
+ROPE_BASE_RANGE = (1.0, 1e9)  # exclusive, inclusive (published models use 1e4..5e6)
+NORM_EPS_RANGE = (1e-12, 0.1)  # inclusive
 
 
 @dataclass
@@ -68,10 +72,10 @@ class GPTConfig:
             raise ValueError(f"n_kv_head={self.n_kv_head}: must divide n_head={self.n_head} (or null for n_head)")
         if self.position == "rope" and self.head_size % 2:
             raise ValueError(f"head_dim={self.head_size}: RoPE rotates pairs, so the head size must be even")
-        if self.rope_base <= 1.0:
-            raise ValueError(f"rope_base={self.rope_base}: must be > 1")
-        if self.norm_eps <= 0:
-            raise ValueError(f"norm_eps={self.norm_eps}: must be > 0")
+        if not ROPE_BASE_RANGE[0] < self.rope_base <= ROPE_BASE_RANGE[1]:
+            raise ValueError(f"rope_base={self.rope_base}: must be in ({ROPE_BASE_RANGE[0]:g}, {ROPE_BASE_RANGE[1]:g}]")
+        if not NORM_EPS_RANGE[0] <= self.norm_eps <= NORM_EPS_RANGE[1]:
+            raise ValueError(f"norm_eps={self.norm_eps}: must be in [{NORM_EPS_RANGE[0]:g}, {NORM_EPS_RANGE[1]:g}]")
         if self.mlp_hidden is not None and self.mlp_hidden <= 0:
             raise ValueError(f"mlp_hidden={self.mlp_hidden}: must be positive (or null for the default)")
         if self.logit_softcap is not None and not self.logit_softcap > 0:

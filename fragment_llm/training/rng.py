@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from fragment_llm.checkpoint_file import check_count, check_mapping, field_error
+
 
 def capture_rng_state(torch_only: bool = False) -> dict[str, Any]:
     """The generators' states as tensors and plain values (loadable with weights_only)."""
@@ -48,6 +50,43 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         random.setstate((version, tuple(internal), gauss))
 
 
+def check_rng_state(state: Any, name: str = "CarryRNGState.rng") -> dict[str, Any]:
+    """A stored snapshot (see capture_rng_state), checked as data before any generator is set from it: a tensor
+    of the wrong dtype or size, or a junk numpy/python state, would otherwise fail deep inside torch or numpy."""
+    check_mapping(name, state)
+    _check_bytes(f"{name}.torch", state.get("torch"), torch.get_rng_state().numel())
+    if (cuda := state.get("cuda")) is not None:
+        if not isinstance(cuda, (list, tuple)) or len(cuda) > 4096:
+            raise field_error(f"{name}.cuda", cuda, "must be a list of one state per GPU")
+        for i, gpu in enumerate(cuda):
+            _check_bytes(f"{name}.cuda[{i}]", gpu, 16)  # Philox: a 64-bit seed and a 64-bit offset
+    if (n := state.get("numpy")) is not None:
+        check_mapping(f"{name}.numpy", n)
+        keys = n.get("keys")
+        if not (isinstance(keys, torch.Tensor) and keys.dtype == torch.int64 and tuple(keys.shape) == (624,)):
+            raise field_error(f"{name}.numpy.keys", keys, "must be 624 int64 words (MT19937)")
+        if bool(((keys < 0) | (keys >= 2**32)).any()):
+            raise field_error(f"{name}.numpy.keys", keys, "words must be in 0..2**32-1")
+        check_count(f"{name}.numpy.pos", n.get("pos"), 624)
+        check_count(f"{name}.numpy.has_gauss", n.get("has_gauss"), 1)
+        if type(n.get("gauss")) is not float:
+            raise field_error(f"{name}.numpy.gauss", n.get("gauss"), "must be a float")
+    if (py := state.get("python")) is not None:
+        if not (isinstance(py, (list, tuple)) and len(py) == 3 and isinstance(py[1], (list, tuple))):
+            raise field_error(f"{name}.python", py, "must be random.getstate()'s (version, words, gauss)")
+        version, internal, gauss = py
+        if version != 3 or len(internal) != 625 or gauss is not None and type(gauss) is not float:
+            raise field_error(f"{name}.python", py, "must be random.getstate()'s (3, 625 words, gauss)")
+        if any(type(w) is not int or not 0 <= w < 2**32 for w in internal) or internal[-1] > 624:
+            raise field_error(f"{name}.python[1]", internal, "words must be in 0..2**32-1, the last at most 624")
+    return state
+
+
+def _check_bytes(field: str, value: Any, size: int) -> None:
+    if not (isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and tuple(value.shape) == (size,)):
+        raise field_error(field, value, f"must be a generator state: {size} bytes (a uint8 tensor)")
+
+
 class CarryRNGState(Callback):
     """Restores torch's generators at each training batch start to their state at the previous batch end.
 
@@ -71,5 +110,5 @@ class CarryRNGState(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state = state_dict.get("rng")
         if state is not None:
-            restore_rng_state(state)  # python and numpy now; torch again at the first batch start
+            restore_rng_state(check_rng_state(state))  # python and numpy now; torch again at the first batch start
             self._torch = {k: v for k, v in state.items() if k in ("torch", "cuda")}

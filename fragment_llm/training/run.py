@@ -38,6 +38,7 @@ from fragment_llm.training.init_from import apply_init_from, load_pretrained_wei
 from fragment_llm.training.lit_module import LitGPT
 from fragment_llm.training.monitoring import SpeedMonitor
 from fragment_llm.training.resume import RESUME_KEYS, config_changes, plain
+from fragment_llm.training.resume_state import check_loop_state, check_resume_state
 from fragment_llm.training.rng import CarryRNGState
 from fragment_llm.training.run_lock import run_lock
 from fragment_llm.training.run_record import RecordInCheckpoints, collect_run_record, write_run_record
@@ -95,6 +96,7 @@ def _train(cfg: DictConfig, overrides: list[str] | None, pretrained: Any) -> dic
     trainer = _build_trainer(cfg, resume_step=checkpoint["global_step"] if checkpoint else None)
     if checkpoint is not None:
         check_resume_loader(trainer.strategy)  # Lightning reads the checkpoint again through the strategy
+        check_loop_state(checkpoint, trainer.fit_loop.state_dict(), resume_from)  # the keys this Lightning indexes
     datamodule = TextDataModule(
         data=OmegaConf.to_container(cfg.data, resolve=True),
         tokenizer=OmegaConf.to_container(cfg.tokenizer, resolve=True),
@@ -145,6 +147,7 @@ def _train(cfg: DictConfig, overrides: list[str] | None, pretrained: Any) -> dic
 def _vetted_checkpoint(path: Path, run_dir: Path) -> dict[str, Any]:
     """The checkpoint a run resumes from, read as data and checked before anything is built from it."""
     checkpoint = load_checkpoint_safely(path, mmap=True)  # weights_only; memory-mapped: tensors stay on disk
+    check_resume_state(checkpoint, path)  # counters, seeds, generator states: plain data of the right shape
     check_weights_match_config(claimed_config(checkpoint, path), model_state(checkpoint), path)
     refuse_links_in_run_dir(run_dir)
     check_stored_checkpoint_paths(checkpoint, run_dir / CHECKPOINTS, path)
