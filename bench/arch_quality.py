@@ -48,6 +48,7 @@ TABLE = {
     "  - ReLU^2 (GELU)": (MODERN, ["model.mlp=gelu", "model.mlp_hidden=null"]),
     "  - untied head (tied)": (MODERN, ["model.tie_embeddings=true"]),
     "  - zero-init projections": (MODERN, ["model.zero_init_proj=false"]),
+    "  - logit soft-cap 30": (MODERN, ["model.logit_softcap=null"]),
     "  - Muon (AdamW lr 2e-3, same schedule)": (
         MODERN,
         ["optimizer=adamw", "optimizer.lr=2e-3", "optimizer.min_lr=0", "optimizer.schedule=wsd"],
