@@ -186,19 +186,20 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)
 
     def qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
-        """Queries, keys and values of x (B, T, C), normed and rotated: what attention and the KV cache use."""
+        """Queries, keys and values of x (B, T, C), normed and rotated: what attention and the KV cache use.
+
+        Queries and keys stay one tensor while they are normed and rotated: half the element-wise ops.
+        """
         B, T, _ = x.size()
-        q, k, v = self.c_attn(x).split(
-            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=2
-        )
-        q = q.view(B, T, self.n_head, self.head_dim)  # (B, T, nh, hs)
-        k = k.view(B, T, self.n_kv_head, self.head_dim)  # (B, T, nkv, hs)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
-        if hasattr(self, "q_norm"):  # Qwen3: per head, before the rotation
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs), (B, nkv, T, hs)
+        nh, nkv, hs = self.n_head, self.n_kv_head, self.head_dim
+        qk, v = self.c_attn(x).view(B, T, nh + 2 * nkv, hs).split([nh + nkv, nkv], dim=2)  # (B, T, nh+nkv | nkv, hs)
+        if hasattr(self, "q_norm"):  # Qwen3: per head, before the rotation; q's gain on q's heads, k's on k's
+            gain = torch.cat((self.q_norm.weight.expand(nh, hs), self.k_norm.weight.expand(nkv, hs)))  # (nh+nkv, hs)
+            qk = rms_norm(qk, gain, self.q_norm.eps)
+        qk, v = qk.transpose(1, 2), v.transpose(1, 2)  # (B, nh+nkv, T, hs), (B, nkv, T, hs)
         if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            qk = apply_rope(qk, *rope)
+        q, k = qk.split([nh, nkv], dim=1)  # (B, nh, T, hs), (B, nkv, T, hs)
         return q, k, v
 
 
