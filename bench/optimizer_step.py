@@ -1,6 +1,6 @@
 """Time one optimizer step, and one whole training step, for AdamW and Muon on the shakespeare_char CPU model.
 
-    python bench/optimizer_step.py [--threads 2] [--rounds 30] [--steps 20]
+    python bench/optimizer_step.py [--threads 2] [--rounds 30] [--steps 20] [--no-torch-muon]
 
 The model is experiment=shakespeare_char_cpu's shape (4 layers, 4 heads, 128 wide, block 64, 66-token
 vocabulary; batch 12). Contenders run in alternation, `--steps` steps per round, and the script prints
@@ -14,6 +14,7 @@ machine's load from favouring one of them):
     torch.optim.Muon torch's Muon (bfloat16 Newton-Schulz) on the hidden matrices + AdamW on the rest
   whole training step (forward, backward, clip, step) with a fresh batch:
     nanoGPT recipe   GPT-2 layout + AdamW (experiment=shakespeare_char_cpu)
+    modern + adamw   arch=modern's switches + AdamW: the step Muon's is compared with
     modern + muon    arch=modern + optimizer=muon (experiment=shakespeare_char_cpu_modern)
     modern + torch.optim.Muon
 """
@@ -35,7 +36,9 @@ from fragment_llm.model.gpt import GPT, GPTConfig  # noqa: E402
 from fragment_llm.model.optimizers import build_optimizer  # noqa: E402
 
 SHAPE = dict(vocab_size=66, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False)
-MODERN = dict(position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, tie_embeddings=False, zero_init_proj=True)
+MODERN = dict(
+    position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, tie_embeddings=False, zero_init_proj=True, logit_softcap=30.0
+)
 ADAMW = dict(name="adamw", lr=1e-3, min_lr=1e-4, weight_decay=0.1, betas=[0.9, 0.99], warmup_steps=100)
 MUON = dict(name="muon", lr=0.02, min_lr=0.0, weight_decay=0.0, betas=[0.8, 0.95], warmup_steps=100, adam_lr=0.01)
 
@@ -81,6 +84,8 @@ def training_step(kind: str) -> tuple[GPT, object]:
         model = GPT(GPTConfig(**SHAPE))
         return model, build_optimizer(model, ADAMW, 2000)[0]
     model = GPT(GPTConfig(**SHAPE, **MODERN))
+    if kind == "modern + adamw":
+        return model, build_optimizer(model, ADAMW, 2000)[0]
     return model, build_optimizer(model, MUON, 2000)[0] if kind == "modern + muon" else torch_muon(model)
 
 
@@ -100,14 +105,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--no-torch-muon", action="store_true", help="skip torch.optim.Muon (slow without bf16 units)")
     args = parser.parse_args()
+    torch_too = () if args.no_torch_muon else ("torch.optim.Muon",)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {args.rounds} rounds x {args.steps} steps, medians")
 
     def step_only(model: GPT, opt) -> None:
         opt.step()
 
-    kinds = ("adamw", "adamw foreach", "muon (ours)", "torch.optim.Muon")
+    kinds = ("adamw", "adamw foreach", "muon (ours)", *torch_too)
     opt_ms = time_rounds({k: optimizer_only(k) for k in kinds}, step_only, args.rounds, args.steps)
     print("\noptimizer step alone (ms):")
     for k, ms in opt_ms.items():
@@ -123,11 +130,13 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    kinds = ("nanoGPT recipe", "modern + muon", "modern + torch.optim.Muon")
+    kinds = ("nanoGPT recipe", "modern + adamw", "modern + muon", *(f"modern + {k}" for k in torch_too))
     step_ms = time_rounds({k: training_step(k) for k in kinds}, train_step, args.rounds, args.steps)
     print("\nwhole training step, batch 12 x 64 (ms):")
     for k, ms in step_ms.items():
         print(f"  {k:26s} {ms:8.2f}  ({ms / step_ms['nanoGPT recipe']:.2f}x the nanoGPT recipe)")
+    muon_cost = step_ms["modern + muon"] / step_ms["modern + adamw"]
+    print(f"a Muon step on the modern model: {muon_cost:.2f}x its AdamW step (issue 12's target: <= 1.15x)")
 
 
 if __name__ == "__main__":
