@@ -36,9 +36,8 @@ from fragment_llm.model.gpt import GPT, GPTConfig  # noqa: E402
 from fragment_llm.model.optimizers import build_optimizer  # noqa: E402
 
 SHAPE = dict(vocab_size=66, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False)
-MODERN = dict(
-    position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, tie_embeddings=False, zero_init_proj=True, logit_softcap=30.0
-)
+MODERN = dict(position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, tie_embeddings=False, zero_init_proj=True)
+MODERN["logit_softcap"] = 30.0  # conf/arch/modern.yaml
 ADAMW = dict(name="adamw", lr=1e-3, min_lr=1e-4, weight_decay=0.1, betas=[0.9, 0.99], warmup_steps=100)
 MUON = dict(name="muon", lr=0.02, min_lr=0.0, weight_decay=0.0, betas=[0.8, 0.95], warmup_steps=100, adam_lr=0.01)
 
