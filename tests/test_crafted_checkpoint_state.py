@@ -13,18 +13,15 @@ from fragment_llm.data.datamodule import TextDataModule
 from fragment_llm.errors import CheckpointError
 from fragment_llm.training.rng import CarryRNGState
 from fragment_llm.training.run import train
-from tests.conftest import compose_train, corpus_text
-from tests.training_helpers import TINY
+from tests.conftest import compose_train
+from tests.training_helpers import TINY, train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny real run (its corpus, its last.ckpt), trained for 2 steps."""
-    root = tmp_path_factory.mktemp("real")
-    corpus = root / "input.txt"
-    corpus.write_text(corpus_text(20_000), encoding="utf-8")
-    train(compose_train(root, [*TINY, f"data.path={corpus}", "trainer.max_steps=2"]))
-    return corpus, root / "run" / "checkpoints" / "last.ckpt"
+    corpus, run_dir = train_tiny_run(tmp_path_factory.mktemp("real"))
+    return corpus, run_dir / "checkpoints" / "last.ckpt"
 
 
 def _fit_loop(c):

@@ -36,17 +36,13 @@ from fragment_llm.training.strategies import WeightsOnlyFSDPStrategy, check_resu
 from fragment_llm.training.targets import allowed_targets
 from tests.conftest import compose_train, corpus_text
 from tests.inference_helpers import char_tokenizer, save_checkpoint
-from tests.training_helpers import TINY, run_train_script
+from tests.training_helpers import TINY, run_train_script, train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> tuple[Path, Path]:
     """A tiny real run (its corpus, its run directory), trained for 2 steps."""
-    root = tmp_path_factory.mktemp("real")
-    corpus = root / "input.txt"
-    corpus.write_text(corpus_text(20_000), encoding="utf-8")
-    train(compose_train(root, [*TINY, f"data.path={corpus}", "trainer.max_steps=2"]))
-    return corpus, root / "run"
+    return train_tiny_run(tmp_path_factory.mktemp("real"))
 
 
 def _crafted_run(real_run, where: Path, overrides=(), **model_claims) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import REPO_ROOT, run_python
+from tests.conftest import REPO_ROOT, compose_train, corpus_text, run_python
 
 # Character tokenizer (no BPE training), a 2-layer model, 10-batch epochs: seconds per run,
 # yet with dropout (exercises RNG state) and epoch boundaries (exercises the sampler position).
@@ -39,3 +39,13 @@ def scalars(run_dir: Path, tag: str) -> dict[int, float]:
 
 def run_train_script(args: list[str], cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
     return run_python([str(REPO_ROOT / "train.py"), *args], cwd, timeout, **popen)
+
+
+def train_tiny_run(root: Path) -> tuple[Path, Path]:
+    """A tiny real run in `root` (its corpus, its run directory), trained for 2 steps."""
+    from fragment_llm.training.run import train
+
+    corpus = root / "input.txt"
+    corpus.write_text(corpus_text(20_000), encoding="utf-8")
+    train(compose_train(root, [*TINY, f"data.path={corpus}", "trainer.max_steps=2"]))
+    return corpus, root / "run"
