@@ -129,6 +129,9 @@ def test_repl_in_a_terminal_with_a_real_ctrl_c(ckpt):
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: generate.py with the pty as its controlling terminal
+        # A shell's background job (`cmd &`) starts with SIGINT ignored, and Python keeps an ignored SIGINT
+        # ignored: restore the default, so the child gets KeyboardInterrupt as a user's generate.py does.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.environ.update(PYTHONPATH=str(REPO_ROOT), HYDRA_FULL_ERROR="0")
         args = [f"ckpt={ckpt}", "interactive=true", "max_new_tokens=1000000", "stop_at_eot=false", "seed=0"]
         os.execv(sys.executable, [sys.executable, str(REPO_ROOT / "generate.py"), *args])
