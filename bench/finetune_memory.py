@@ -65,11 +65,11 @@ def peak_rss_mb() -> float:
 def child(model_dir: str, precision: str, steps: int, batch_size: int, block_size: int) -> dict:
     """One fine-tuning run in this process; its figures as a dict."""
     import lightning.pytorch as pl
-    from fragment_llm.model.lit_module import LitGPT
     from torch.utils.data import DataLoader, TensorDataset
 
     from fragment_llm.interop.hf_dir import HFModelDir
     from fragment_llm.training.init_from import load_pretrained_weights
+    from fragment_llm.training.lit_module import LitGPT
 
     pretrained = HFModelDir.open(model_dir)
     config = pretrained.gpt_config(block_size)
