@@ -1,13 +1,16 @@
 """fp32 vs bf16-mixed training speed on this CPU, and what `trainer.precision=auto` picks, for two model sizes.
 
     python bench/precision_cpu.py [--rounds 2] [--steps 12] [--presets shakespeare_char_cpu shakespeare_char]
+        [override ...]
 
 For each preset (shakespeare_char_cpu: 0.8M parameters, 128 wide; shakespeare_char: 10.6M, 384 wide,
 batch 64 x 256) `python train.py experiment=<preset>` runs --steps steps with trainer.precision=32-true,
 bf16-mixed and auto, alternating, --rounds times; validation, samples and torch.compile off (a short run
 would time the compilation). Throughput is the median of the logged 2-step windows after the first
 (train/tokens_per_sec); the table gives the median over rounds, bf16 / fp32, and auto's choice with the
-reason it logged. The rule in fragment_llm/precision.py rests on these figures (with AMX: the issue's).
+reason it logged. Extra arguments are Hydra overrides for every run (e.g. `data.batch_size=4`: where bf16
+is emulated, a 64 x 256 batch takes minutes per step). The rule in fragment_llm/precision.py rests on these
+figures (with AMX: the issue's).
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 PRECISIONS = ("32-true", "bf16-mixed", "auto")
 
 
-def run(preset: str, precision: str, steps: int, root: Path) -> tuple[float, str]:
+def run(preset: str, precision: str, steps: int, root: Path, overrides: list[str]) -> tuple[float, str]:
     """(median tokens/s over the 2-step windows after the first, the precision line of the log)."""
     run_dir = Path(tempfile.mkdtemp(dir=root, prefix="run-"))
     run_dir.rmdir()
     args = [sys.executable, "train.py", f"experiment={preset}", f"data.path={DATA}", f"paths.root_dir={root}",
             f"hydra.run.dir={run_dir}", f"trainer.max_steps={steps}", "trainer.log_every_n_steps=2",
             "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0", "callbacks.samples=null",
-            "model.compile=false", "trainer.enable_progress_bar=false", f"trainer.precision={precision}"]  # fmt: skip
+            "model.compile=false", "trainer.enable_progress_bar=false", f"trainer.precision={precision}",
+            *overrides]  # fmt: skip
     out = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
@@ -51,6 +55,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--presets", nargs="+", default=["shakespeare_char_cpu", "shakespeare_char"])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
     args = parser.parse_args()
     print(machine())
     with tempfile.TemporaryDirectory(prefix="precision-") as tmp:
@@ -59,7 +64,7 @@ def main() -> None:
             reason = ""
             for r in range(args.rounds):
                 for precision in PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]:
-                    rate, chosen = run(preset, precision, args.steps, Path(tmp))
+                    rate, chosen = run(preset, precision, args.steps, Path(tmp), args.overrides)
                     rates[precision].append(rate)
                     reason = chosen if precision == "auto" else reason
                     print(f"  {preset} round {r + 1} {precision:10s} {rate:9,.0f} tokens/s", flush=True)

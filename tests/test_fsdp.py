@@ -137,6 +137,7 @@ def _train(cwd: Path, corpus: Path, fsdp: bool, *extra: str) -> subprocess.Compl
         "optimizer.warmup_steps=2", "optimizer.decay_steps=6", "trainer.limit_val_batches=0",
         "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+        "optimizer=adamw",  # the optimizer FSDP trains with (trainer=fsdp picks it), under DDP too
         "trainer=fsdp" if fsdp else "trainer=ddp_cpu", *extra,
     ]  # fmt: skip
     script = REPO_ROOT / "tests" / "fsdp_cpu.py" if fsdp else REPO_ROOT / "train.py"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 from torch.optim._muon import _zeropower_via_newtonschulz
 
 from fragment_llm.errors import ConfigError
+from fragment_llm.interop.hf_config import family_of
 from fragment_llm.model.gpt import GPT, GPTConfig
 from fragment_llm.model.muon import NS_COEFFICIENTS, MuonWithAdamW, orthogonalize
 from fragment_llm.model.optimizers import build_optimizer, momentum_warmup, warmup_stable_decay
@@ -205,4 +207,30 @@ def test_bad_optimizer_settings_fail_naming_the_key(tmp_path, override, key):
 def test_optimizer_presets_compose(tmp_path):
     cfg = compose_train(tmp_path, ["optimizer=muon"])
     assert (cfg.optimizer.name, cfg.optimizer.schedule, cfg.optimizer.lr) == ("muon", "wsd", 0.02)
-    assert compose_train(tmp_path, []).optimizer.name == "adamw"
+    assert compose_train(tmp_path, []).optimizer.name == "muon"  # the default run's
+    assert compose_train(tmp_path, ["optimizer=adamw"]).optimizer.name == "adamw"
+
+
+def test_default_run_trains_qwen3_switches_with_muon_and_nanogpt_presets_keep_their_recipe(tmp_path):
+    default = compose_train(tmp_path, [])
+    switches = ("position", "norm", "mlp", "qk_norm", "tie_embeddings", "logit_softcap", "zero_init_proj")
+    assert tuple(default.model[k] for k in switches) == ("rope", "rmsnorm", "swiglu", True, False, None, True)
+    assert default.optimizer.name == "muon"
+    known = {f.name for f in dataclasses.fields(GPTConfig)}
+    config = GPTConfig(vocab_size=64, **{k: v for k, v in default.model.items() if k in known})
+    assert family_of(config) == "qwen3"  # the default run's model exports to transformers
+    for preset in ("shakespeare_char_cpu", "shakespeare_char", "gpt2_small"):  # nanoGPT's recipes stay theirs
+        cfg = compose_train(tmp_path, [f"experiment={preset}"])
+        assert (cfg.optimizer.name, cfg.model.position, cfg.model.mlp, cfg.model.tie_embeddings) == (
+            "adamw",
+            "learned",
+            "gelu",
+            True,
+        ), preset
+    assert compose_train(tmp_path, ["experiment=finetune", "init_from=x"]).optimizer.name == "adamw"
+
+
+def test_fsdp_trains_with_adamw_and_refuses_muon_at_config_time(tmp_path):
+    assert compose_train(tmp_path, ["trainer=fsdp"]).optimizer.name == "adamw"
+    with pytest.raises(ConfigError, match=r"optimizer\.name='muon'.*FSDP.*optimizer=adamw"):
+        validate_train_config(compose_train(tmp_path, ["trainer=fsdp", "optimizer=muon"]))

@@ -48,6 +48,13 @@ def validate_train_config(cfg: DictConfig) -> None:
     if o.weight_decay < 0:
         fail("optimizer.weight_decay", o.weight_decay, "must be >= 0", "Use 0 to disable weight decay")
     validate_optimizer_choices(o)
+    if o.name == "muon" and shards_parameters(tr.strategy):
+        fail(
+            "optimizer.name",
+            o.name,
+            "cannot train under FSDP: Newton-Schulz needs each matrix whole, FSDP gives every process a flat shard",
+            "Use optimizer=adamw with trainer=fsdp",
+        )
     if cfg.resume is not None and cfg.ckpt_path is not None:
         fail("resume", cfg.resume, "and ckpt_path are both set", "Give one: resume=<run dir> or ckpt_path=last|<file>")
     if cfg.tokens_per_step is not None:
@@ -68,6 +75,12 @@ def validate_train_config(cfg: DictConfig) -> None:
             fail("callbacks.samples.max_new_tokens", samples.max_new_tokens, "must be >= 1", "Use e.g. 200")
         if samples.temperature < 0:
             fail("callbacks.samples.temperature", samples.temperature, "must be >= 0", "Use 0 for greedy")
+
+
+def shards_parameters(strategy: object) -> bool:
+    """Whether trainer.strategy (a name, or a config with _target_) is FSDP, which shards every parameter."""
+    name = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy
+    return "fsdp" in str(name).lower()
 
 
 def validate_model_config(m: DictConfig) -> None:
