@@ -21,6 +21,7 @@ from fragment_llm.errors import FragmentLLMError
 from fragment_llm.inference import load_model
 from fragment_llm.inference.cli import run_generate
 from fragment_llm.inference.export import export_model
+from fragment_llm.training.init_from import apply_init_from
 from fragment_llm.training.run import train
 from tests.conftest import REPO_ROOT, compose_config, compose_train, corpus_text, run_python
 from tests.hf_helpers import PADDING, half_characters, save_hf_model
@@ -208,6 +209,16 @@ def test_init_from_refuses_another_tokenizer_and_a_longer_context(tmp_path, bpe,
         train(compose_train(tmp_path, [*base, f"tokenizer.path={tmp_path}"]))
     with pytest.raises(FragmentLLMError, match="max_position_embeddings=64"):
         train(compose_train(tmp_path, [*base, "model.block_size=128"]))
+
+
+def test_init_from_without_the_finetune_preset_warns_that_muon_is_the_optimizer(tmp_path, bpe, caplog):
+    model_dir = hf_dir("llama", tmp_path / "model", bpe)
+    for overrides, warned in (([], True), (["experiment=finetune"], False), (["optimizer=adamw"], False)):
+        caplog.clear()
+        cfg = compose_train(tmp_path, [*overrides, f"init_from={model_dir}", "model.block_size=32"])
+        with caplog.at_level("WARNING", logger="fragment_llm.training.init_from"):
+            apply_init_from(cfg, [])
+        assert ("init_from with optimizer=muon" in caplog.text) == warned, overrides
 
 
 def test_llama_whose_tokenizer_adds_bos_samples_as_transformers_does(tmp_path):

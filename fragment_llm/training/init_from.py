@@ -51,6 +51,10 @@ def apply_init_from(cfg: DictConfig, overrides: list[str]) -> HFModelDir | None:
                     pretrained.path, " ".join(ignored))  # fmt: skip
     for key in ARCH_KEYS:
         cfg.model[key] = getattr(config, key)
+    if cfg.optimizer.name == "muon":  # the default run's optimizer, not a fine-tuning one
+        log.warning("init_from with optimizer=muon (lr=%s): Muon's orthogonalized steps move every matrix of the "
+                    "pretrained model as far as training from scratch does; experiment=finetune (or "
+                    "optimizer=adamw with a small optimizer.lr) adapts it instead", cfg.optimizer.lr)  # fmt: skip
     log.info("init_from %s: a %s model, %s", pretrained.path, pretrained.family,
              ", ".join(f"{k}={getattr(config, k)}" for k in ("n_layer", "n_head", "n_embd", "n_kv_head")))  # fmt: skip
     return pretrained
