@@ -97,6 +97,7 @@ class Stages:
 
                 corpus.write_text(synthetic_text(300_000))
             data = ["data=text", f"data.path={corpus}", "tokenizer=char", "model=tiny", "data.batch_size=8"]
+            data.append("optimizer=adamw")  # what trainer=fsdp trains with, so every row uses the same optimizer
         else:
             data = ["experiment=gpt2_small", "data=stdlib", "tokenizer.vocab_size=50257", "tokens_per_step=null"]
         return [
