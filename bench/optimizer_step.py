@@ -15,8 +15,8 @@ machine's load from favouring one of them):
   whole training step (forward, backward, clip, step) with a fresh batch:
     nanoGPT recipe   GPT-2 layout + AdamW (experiment=shakespeare_char_cpu)
     modern + adamw   arch=modern's switches + AdamW: the step Muon's is compared with
-    modern + muon    arch=modern + optimizer=muon (experiment=shakespeare_char_cpu_modern); with
-                     --ns-steps 5 3, one row per Newton-Schulz iteration count (optimizer.ns_steps)
+    modern + muon ns=K   arch=modern + optimizer=muon (experiment=shakespeare_char_cpu_modern) with K
+                     Newton-Schulz iterations (optimizer.ns_steps), one row per K in --ns-steps (default 5)
     modern + torch.optim.Muon
 """
 
@@ -88,8 +88,7 @@ def training_step(kind: str) -> tuple[GPT, object]:
     if kind == "modern + adamw":
         return model, build_optimizer(model, ADAMW, 2000)[0]
     if kind.startswith("modern + muon"):
-        ns_steps = int(kind.rpartition("=")[2]) if "ns=" in kind else 5
-        return model, build_optimizer(model, {**MUON, "ns_steps": ns_steps}, 2000)[0]
+        return model, build_optimizer(model, {**MUON, "ns_steps": int(kind.rpartition("=")[2])}, 2000)[0]
     return model, torch_muon(model)
 
 
@@ -135,7 +134,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    muons = ["modern + muon"] if args.ns_steps == [5] else [f"modern + muon ns={n}" for n in args.ns_steps]
+    muons = [f"modern + muon ns={n}" for n in args.ns_steps]
     kinds = ("nanoGPT recipe", "modern + adamw", *muons, *(f"modern + {k}" for k in torch_too))
     step_ms = time_rounds({k: training_step(k) for k in kinds}, train_step, args.rounds, args.steps)
     print("\nwhole training step, batch 12 x 64 (ms):")
