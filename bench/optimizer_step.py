@@ -1,6 +1,7 @@
 """Time one optimizer step, and one whole training step, for AdamW and Muon on the shakespeare_char CPU model.
 
-    python bench/optimizer_step.py [--threads 2] [--rounds 30] [--steps 20] [--no-torch-muon] [--ns-steps 5 3]
+    python bench/optimizer_step.py [--threads 2] [--rounds 30] [--steps 20] [--no-torch-muon] [--ns-steps 5 4]
+        [--ns-precondition frobenius aol]
 
 The model is experiment=shakespeare_char_cpu's shape (4 layers, 4 heads, 128 wide, block 64, 66-token
 vocabulary; batch 12). Contenders run in alternation, `--steps` steps per round, and the script prints
@@ -15,8 +16,9 @@ machine's load from favouring one of them):
   whole training step (forward, backward, clip, step) with a fresh batch:
     nanoGPT recipe   GPT-2 layout + AdamW (experiment=shakespeare_char_cpu)
     modern + adamw   arch=modern's switches + AdamW: the step Muon's is compared with
-    modern + muon ns=K   arch=modern + optimizer=muon (experiment=shakespeare_char_cpu_modern) with K
-                     Newton-Schulz iterations (optimizer.ns_steps), one row per K in --ns-steps (default 5)
+    modern + muon ns=K P  arch=modern + optimizer=muon (experiment=shakespeare_char_cpu_modern) with K
+                     Newton-Schulz iterations (optimizer.ns_steps) after preconditioning P
+                     (optimizer.ns_precondition): one row per K in --ns-steps and P in --ns-precondition
     modern + torch.optim.Muon
 """
 
@@ -78,8 +80,8 @@ def optimizer_only(kind: str) -> tuple[GPT, object]:
     return model, torch_muon(model)
 
 
-def training_step(kind: str) -> tuple[GPT, object]:
-    """The model and optimizer of a row; "modern + muon ns=K" is Muon with K Newton-Schulz iterations."""
+def training_step(kind: str, newton_schulz: tuple[int, str] | None = None) -> tuple[GPT, object]:
+    """The model and optimizer of a row; Muon's rows give (iterations, preconditioning) in newton_schulz."""
     torch.manual_seed(0)
     if kind == "nanoGPT recipe":
         model = GPT(GPTConfig(**SHAPE))
@@ -87,8 +89,9 @@ def training_step(kind: str) -> tuple[GPT, object]:
     model = GPT(GPTConfig(**SHAPE, **MODERN))
     if kind == "modern + adamw":
         return model, build_optimizer(model, ADAMW, 2000)[0]
-    if kind.startswith("modern + muon"):
-        return model, build_optimizer(model, {**MUON, "ns_steps": int(kind.rpartition("=")[2])}, 2000)[0]
+    if newton_schulz is not None:
+        steps, precondition = newton_schulz
+        return model, build_optimizer(model, {**MUON, "ns_steps": steps, "ns_precondition": precondition}, 2000)[0]
     return model, torch_muon(model)
 
 
@@ -109,7 +112,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-torch-muon", action="store_true", help="skip torch.optim.Muon (slow without bf16 units)")
-    parser.add_argument("--ns-steps", type=int, nargs="+", default=[5], help="Muon rows, one per iteration count")
+    parser.add_argument("--ns-steps", type=int, nargs="+", default=[5], help="Muon rows: iteration counts")
+    parser.add_argument("--ns-precondition", nargs="+", default=["frobenius"], choices=["frobenius", "aol"])
     args = parser.parse_args()
     torch_too = () if args.no_torch_muon else ("torch.optim.Muon",)
     torch.set_num_threads(args.threads)
@@ -134,12 +138,12 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    muons = [f"modern + muon ns={n}" for n in args.ns_steps]
+    muons = {f"modern + muon ns={n} {pre}": (n, pre) for pre in args.ns_precondition for n in args.ns_steps}
     kinds = ("nanoGPT recipe", "modern + adamw", *muons, *(f"modern + {k}" for k in torch_too))
-    step_ms = time_rounds({k: training_step(k) for k in kinds}, train_step, args.rounds, args.steps)
+    step_ms = time_rounds({k: training_step(k, muons.get(k)) for k in kinds}, train_step, args.rounds, args.steps)
     print("\nwhole training step, batch 12 x 64 (ms):")
     for k, ms in step_ms.items():
-        print(f"  {k:26s} {ms:8.2f}  ({ms / step_ms['nanoGPT recipe']:.2f}x the nanoGPT recipe)")
+        print(f"  {k:36s} {ms:8.2f}  ({ms / step_ms['nanoGPT recipe']:.2f}x the nanoGPT recipe)")
     for row in muons:
         cost = step_ms[row] / step_ms["modern + adamw"]
         print(f"{row}: {cost:.2f}x the AdamW step on the same model (issue 12's target: <= 1.15x)")

@@ -117,6 +117,7 @@ class OptimizerConfig:
     momentum_warmup_start: float = 0.85  # muon: momentum rises linearly from this to `momentum` ...
     momentum_warmup_steps: int = 300  # ... over these first steps (0: no warm-up)
     ns_steps: int = 5  # muon: Newton-Schulz iterations per update
+    ns_precondition: str = "frobenius"  # muon: frobenius (torch's) | aol (rows scaled: one iteration fewer)
 
 
 @dataclass

@@ -103,6 +103,7 @@ def build_optimizer(model: GPT, optimizer: dict[str, Any], max_steps: int) -> tu
             lr=o["lr"],
             momentum=o["momentum"],
             ns_steps=o["ns_steps"],
+            ns_precondition=o["ns_precondition"],
             weight_decay=wd,
             adamw=dict(betas=betas, **adamw_impl(list(model.parameters()))),
         )
