@@ -93,6 +93,9 @@ class ModelConfig:
     tie_embeddings: bool = True  # lm_head shares wte's weight; false: a separate output matrix
     logit_softcap: float | None = None  # logits = cap * tanh(logits / cap); null: off
     zero_init_proj: bool = False  # zero-init attn/mlp c_proj (and an untied lm_head): blocks start as identity
+    q_norm_gain: float = 1.0  # QK-norm's initial gain on q (> 1: sharper attention at the start); qk_norm only
+    smear: bool = False  # x_t += g * x_(t-1) on the token embeddings, g learned per channel (no HF equivalent)
+    x0_skip: bool = False  # blocks after the first add l_i * the embeddings to their input (no HF equivalent)
     n_kv_head: int | None = None  # grouped-query attention: key/value heads, dividing n_head; null: n_head
     head_dim: int | None = None  # null: n_embd // n_head; set, n_head * head_dim may differ from n_embd
     compile: bool = False  # torch.compile the training forward; falls back to eager, with a warning, if it fails

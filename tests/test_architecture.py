@@ -13,7 +13,7 @@ import torch
 from fragment_llm import load_model
 from fragment_llm.errors import CheckpointError, ConfigError
 from fragment_llm.inference.kv_cache import KVCache, forward_cached
-from fragment_llm.model.gpt import GPT, PARAM_ROLES, GPTConfig
+from fragment_llm.model.gpt import GPT, PARAM_ROLES, GPTConfig, smear
 from fragment_llm.training.config_checks import validate_train_config
 from fragment_llm.training.run import _check_resumable
 from tests.conftest import compose_train
@@ -37,8 +37,13 @@ SWITCHES = {
     "head_dim": {"head_dim": 12, "n_kv_head": 1},
     "llama": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "tie_embeddings": False, "bias": False},
     "qwen3": {"position": "rope", "norm": "rmsnorm", "mlp": "swiglu", "qk_norm": True, "rope_base": 1e6},
+    "q_norm_gain": {"qk_norm": True, "q_norm_gain": 2.0},
+    "smear": {"smear": True},
+    "x0_skip": {"x0_skip": True},
     "modern": {"position": "rope", "norm": "rmsnorm", "mlp": "relu2", "qk_norm": True, "tie_embeddings": False,
                "zero_init_proj": True, "logit_softcap": 15.0},
+    "modern+": {"position": "rope", "norm": "rmsnorm", "mlp": "relu2", "qk_norm": True, "tie_embeddings": False,
+                "zero_init_proj": True, "logit_softcap": 15.0, "q_norm_gain": 2.0, "smear": True, "x0_skip": True},
 }  # fmt: skip
 
 
@@ -154,6 +159,30 @@ def test_zero_init_starts_every_block_as_the_identity_and_the_untied_head_at_zer
     assert model.transformer.h[0].mlp.c_fc.weight.std() > 0.01
 
 
+def test_smear_and_x0_skip_start_as_the_model_without_them_and_q_norm_gain_sets_qs_gain():
+    idx = torch.randint(0, 23, (2, 16), generator=torch.Generator().manual_seed(0))
+    modern = {**SWITCHES["modern"], "zero_init_proj": False}  # blocks that do something from the start
+    torch.manual_seed(0)
+    plain = GPT(GPTConfig(**MODEL, vocab_size=23, **modern))(idx, idx)[1]
+    torch.manual_seed(0)
+    both = GPT(GPTConfig(**MODEL, vocab_size=23, **modern, smear=True, x0_skip=True, q_norm_gain=2.0))
+    assert not both.smear_gain.any() and not both.x0_gains.any() and both.x0_gains.numel() == MODEL["n_layer"] - 1
+    assert all((b.attn.q_norm.weight == 2).all() and (b.attn.k_norm.weight == 1).all() for b in both.transformer.h)
+    with torch.no_grad():
+        for b in both.transformer.h:
+            b.attn.q_norm.weight.fill_(1.0)
+    torch.testing.assert_close(both(idx, idx)[1], plain, atol=0, rtol=0)
+
+
+def test_smear_adds_a_share_of_the_previous_positions_embedding():
+    x, gain = torch.randn(2, 5, 4), torch.randn(4)
+    smeared = smear(x, gain)
+    torch.testing.assert_close(smeared[:, 0], x[:, 0])  # the window's first position has no predecessor
+    torch.testing.assert_close(smeared[:, 1:], x[:, 1:] + gain * x[:, :-1])
+    previous = torch.randn(2, 1, 4)  # a cached step: the position before the window's last one
+    torch.testing.assert_close(smear(x[:, 3:], gain, previous), x[:, 3:] + gain * torch.cat((previous, x[:, 3:4]), 1))
+
+
 def test_logit_softcap_bounds_the_logits():
     model = randomized(GPTConfig(**{**MODEL, "vocab_size": 23, "logit_softcap": 2.0}))
     logits, _ = model(torch.randint(0, 23, (2, 16)), torch.randint(0, 23, (2, 16)))
@@ -216,6 +245,7 @@ def test_size_and_architecture_compose_independently(tmp_path):
         (["model.mlp=geglu"], "model.mlp='geglu'"),
         (["model.logit_softcap=0"], "model.logit_softcap=0"),
         (["model.head_dim=0"], "model.head_dim=0"),
+        (["arch=gpt2", "model.q_norm_gain=2.0"], "model.q_norm_gain=2.0"),  # an init of QK-norm's gain
     ],
 )
 def test_bad_combinations_fail_at_config_time_naming_the_key(tmp_path, overrides, key):

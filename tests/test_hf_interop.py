@@ -110,6 +110,8 @@ def test_exported_weights_give_our_logits_in_transformers_and_back(tmp_path, nam
     [
         (dict(mlp="relu2"), "mlp=relu2"),
         (dict(logit_softcap=30.0), "logit_softcap"),
+        (dict(smear=True), "smear"),
+        (dict(x0_skip=True), "x0_skip"),
         (dict(position="rope", norm="layernorm", mlp="swiglu"), "norm=layernorm"),
         (dict(norm="rmsnorm"), "norm=rmsnorm"),
         (dict(qk_norm=True), "qk_norm"),

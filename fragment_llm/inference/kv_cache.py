@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
-from fragment_llm.model.gpt import GPT, apply_rope, mlp_activation, rms_norm, softcap
+from fragment_llm.model.gpt import GPT, apply_rope, mlp_activation, rms_norm, smear, softcap
 
 
 class _BlockWeights(NamedTuple):
@@ -82,9 +82,11 @@ class KVCache:
         self.activation = F.gelu if cfg.mlp == "gelu" else partial(mlp_activation, cfg.mlp)
         self.model = model
         self.length = 0
+        self.last_embedding: torch.Tensor | None = None  # (B, 1, C): what the next token smears in (smear only)
 
     def reset(self) -> None:
         self.length = 0
+        self.last_embedding = None
 
 
 @torch.inference_mode()
@@ -102,11 +104,17 @@ def forward_cached(model: GPT, idx: torch.Tensor, cache: KVCache) -> torch.Tenso
         raise ValueError(f"cannot feed {T} positions after {start} cached (block_size {cfg.block_size})")
     nh, nkv, hs, norm = cfg.n_head, cfg.n_kv_heads, cfg.head_size, cache.norm
     x = F.embedding(idx, model.transformer.wte.weight)  # (B, T, C); dropout is off in eval
+    if cfg.smear:  # the window's first position has no predecessor, as in training
+        embedding, x = x, smear(x, model.smear_gain, cache.last_embedding if start > 0 else None)
+        cache.last_embedding = embedding[:, -1:]
     if "wpe" in model.transformer:
         x = x + model.transformer.wpe.weight[start:end]
+    x0 = x
     rope = model.rope(start, end)  # the positions these tokens have in the window
     gqa = nkv != nh
-    for w, (k_cache, v_cache) in zip(cache.blocks, cache.layers, strict=True):
+    for i, (w, (k_cache, v_cache)) in enumerate(zip(cache.blocks, cache.layers, strict=True)):
+        if i and cfg.x0_skip:
+            x = x + model.x0_gains[i - 1] * x0
         qkv = F.linear(norm(x, w.ln_1_w, w.ln_1_b), w.c_attn_w, w.c_attn_b)  # (B, T, (nh + 2 nkv) hs)
         q, k, v = qkv.view(B, T, nh + 2 * nkv, hs).transpose(1, 2).split([nh, nkv, nkv], dim=1)  # (B, nh|nkv, T, hs)
         if w.q_norm_w is not None:  # per head, over hs: the layout does not matter

@@ -32,6 +32,11 @@ def family_of(config: GPTConfig) -> str:
             f"model.logit_softcap={c.logit_softcap}: GPT-2, Llama and Qwen3 have no logit soft-cap, so transformers "
             "would compute other logits; train without it (logit_softcap=null) to export"
         )
+    if c.smear or c.x0_skip:
+        switch = "smear" if c.smear else "x0_skip"
+        raise ExportError(
+            f"model.{switch}=true: GPT-2, Llama and Qwen3 have no such connection; train without it to export"
+        )
     if c.mlp == "relu2":
         raise ExportError("model.mlp=relu2: GPT-2, Llama and Qwen3 have no ReLU^2 MLP; train with gelu or swiglu")
     if c.position == "learned":  # GPT-2

@@ -12,6 +12,10 @@ made of switches Llama or Qwen3 have maps onto theirs one to one:
     qk_norm   per-head RMSNorm on q and k before RoPE (Qwen3's q_norm/k_norm)
     n_kv_head grouped-query attention: c_attn gives [q; k; v] with n_kv_head key/value heads
 
+Two switches no Hugging Face architecture has (modded-nanogpt's; such a model does not export):
+    smear     x_t += g * x_(t-1) on the token embeddings, g learned per channel from 0
+    x0_skip   each block after the first adds l_i * (the embeddings) to its input, l_i learned from 0
+
 Names follow GPT-2 (`wte`, `wpe`, `c_attn`, `c_proj`, `c_fc`, `lm_head`) so the layout reads
 like nanoGPT and weights map one to one.
 """
@@ -54,6 +58,9 @@ class GPTConfig:
     tie_embeddings: bool = True  # lm_head shares wte's weight
     logit_softcap: float | None = None  # logits = cap * tanh(logits / cap)
     zero_init_proj: bool = False  # zero-init every c_proj and an untied lm_head (modded-nanogpt)
+    q_norm_gain: float = 1.0  # QK-norm's initial gain on q: > 1 starts attention sharper (an init, not a switch)
+    smear: bool = False  # each position's embedding adds a learned share of the previous one's
+    x0_skip: bool = False  # each block after the first adds a learned multiple of the embeddings
     n_kv_head: int | None = None  # None: n_head (multi-head attention)
     head_dim: int | None = None  # None: n_embd // n_head
 
@@ -80,6 +87,10 @@ class GPTConfig:
             raise ValueError(f"mlp_hidden={self.mlp_hidden}: must be positive (or null for the default)")
         if self.logit_softcap is not None and not self.logit_softcap > 0:
             raise ValueError(f"logit_softcap={self.logit_softcap}: must be > 0 (or null for none)")
+        if not 0.0 < self.q_norm_gain <= 100.0:
+            raise ValueError(f"q_norm_gain={self.q_norm_gain}: must be in (0, 100]")
+        if self.q_norm_gain != 1.0 and not self.qk_norm:
+            raise ValueError(f"q_norm_gain={self.q_norm_gain}: initializes QK-norm's gain, so needs qk_norm=true")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout}: must be in [0, 1)")
 
@@ -109,6 +120,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
     """cap * tanh(logits / cap): logits stay within (-cap, cap); None leaves them as they are."""
     return logits if cap is None else cap * torch.tanh(logits / cap)
+
+
+def smear(x: torch.Tensor, gain: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+    """x_t + gain * x_(t-1) over (B, T, C); the first position adds `previous` (B, 1, C), or nothing."""
+    if previous is None:
+        return torch.cat((x[:, :1], x[:, 1:] + gain * x[:, :-1]), dim=1)
+    return x + gain * torch.cat((previous, x[:, :-1]), dim=1)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -271,8 +289,15 @@ class GPT(nn.Module):
             cos, sin = rope_tables(config)
             self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, hs)
             self.register_buffer("rope_sin", sin, persistent=False)
+        if config.smear:  # from 0: the model starts as without it
+            self.smear_gain = nn.Parameter(torch.zeros(config.n_embd))
+        if config.x0_skip:
+            self.x0_gains = nn.Parameter(torch.zeros(config.n_layer - 1))
 
         self.apply(self._init_weights)
+        if config.qk_norm:
+            for block in self.transformer.h:
+                nn.init.constant_(block.attn.q_norm.weight, config.q_norm_gain)
         # GPT-2 init: scale residual projections by 1/sqrt(2 * n_layer) so the residual stream's
         # variance does not grow with depth. zero_init_proj starts each block as the identity instead.
         for name, p in self.named_parameters():
@@ -321,11 +346,15 @@ class GPT(nn.Module):
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
+        if self.config.smear:
+            x = smear(x, self.smear_gain)
         if "wpe" in self.transformer:
             x = x + self.transformer.wpe(torch.arange(0, T, dtype=torch.long, device=idx.device))  # + (T, C)
-        x = self.transformer.drop(x)
+        x = x0 = self.transformer.drop(x)
         rope = self.rope(0, T)
-        for block in self.transformer.h:
+        for i, block in enumerate(self.transformer.h):
+            if i and self.config.x0_skip:
+                x = x + self.x0_gains[i - 1] * x0
             x = block(x, rope)
         x = self.transformer.ln_f(x)  # (B, T, C)
 
