@@ -1,7 +1,7 @@
 """Loss at equal parameters and tokens: nanoGPT's shakespeare_char CPU recipe against the modern preset.
 
     python bench/arch_quality.py [--data ../shared/data/tinyshakespeare.txt] [--seeds 1337 1 2]
-        [--table] [--table-steps 1000] [--table-seed 1337] [--skip-presets] [override ...]
+        [--table] [--table-steps 1000] [--table-seed 1337] [--table-rows NAME ...] [--skip-presets] [override ...]
 
 Trains `experiment=shakespeare_char_cpu` (GPT-2 layout, AdamW, cosine) and
 `experiment=shakespeare_char_cpu_modern` (arch=modern, optimizer=muon) for every seed, each with
@@ -11,7 +11,8 @@ wall time. Extra arguments are Hydra overrides applied to the modern preset's ru
 
 `--table` then measures what each part buys, at `--table-steps` steps (the schedule shortened to
 fit) and one seed: the modern preset with one switch at a time set back to its nanoGPT value
-(leave-one-out), and the nanoGPT recipe with one modern part added.
+(leave-one-out), and the nanoGPT recipe with one modern part added; `--table-rows` runs only the rows whose
+names contain one of the given words.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ TABLE = {
     "  - untied head (tied)": (MODERN, ["model.tie_embeddings=true"]),
     "  - zero-init projections": (MODERN, ["model.zero_init_proj=false"]),
     "  - logit soft-cap 30": (MODERN, ["model.logit_softcap=null"]),
+    "  - QK-norm's q gain 2 (1)": (MODERN, ["model.q_norm_gain=1.0"]),
+    "  - token smear": (MODERN, ["model.smear=false"]),
+    "  - embedding skip (x0)": (MODERN, ["model.x0_skip=false"]),
+    "  - NorMuon's neuron norm": (MODERN, ["optimizer.neuron_norm=false"]),
+    "  - AOL, 3 iterations (Frobenius, 5)": (MODERN, ["optimizer.ns_precondition=frobenius", "optimizer.ns_steps=5"]),
     "  - Muon (AdamW lr 2e-3, same schedule)": (
         MODERN,
         ["optimizer=adamw", "optimizer.lr=2e-3", "optimizer.min_lr=0", "optimizer.schedule=wsd"],
@@ -96,6 +102,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="also the switch-by-switch table")
     parser.add_argument("--table-steps", type=int, default=1000)
     parser.add_argument("--table-seed", type=int, default=1337)
+    parser.add_argument("--table-rows", nargs="+", default=[], help="only table rows whose names contain one")
     parser.add_argument("--skip-presets", action="store_true", help="only the table")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the modern preset's runs")
     args = parser.parse_args()
@@ -117,7 +124,8 @@ def main() -> None:
         steps.append(f"trainer.val_check_interval={args.table_steps}")
         print(f"\neach part's effect: {args.table_steps} steps, seed {args.table_seed}, full-split val loss")
         for name, (preset, overrides) in TABLE.items():
-            show(name, run(preset, args.table_seed, args.data, [*steps, *overrides]))
+            if not args.table_rows or any(word in name for word in args.table_rows):
+                show(name, run(preset, args.table_seed, args.data, [*steps, *overrides]))
 
 
 if __name__ == "__main__":

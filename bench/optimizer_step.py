@@ -1,7 +1,7 @@
 """Time one optimizer step, and one whole training step, for AdamW and Muon on the shakespeare_char CPU model.
 
-    python bench/optimizer_step.py [--threads 2] [--rounds 30] [--steps 20] [--no-torch-muon] [--ns-steps 5 4]
-        [--ns-precondition frobenius aol]
+    python bench/optimizer_step.py [--threads 2] [--rounds 30] [--steps 20] [--no-torch-muon]
+        [--muon 5 3:aol 3:aol:neuron-norm]
 
 The model is experiment=shakespeare_char_cpu's shape (4 layers, 4 heads, 128 wide, block 64, 66-token
 vocabulary; batch 12). Contenders run in alternation, `--steps` steps per round, and the script prints
@@ -18,7 +18,8 @@ machine's load from favouring one of them):
     modern + adamw   arch=modern's switches + AdamW: the step Muon's is compared with
     modern + muon ns=K P  arch=modern + optimizer=muon (experiment=shakespeare_char_cpu_modern) with K
                      Newton-Schulz iterations (optimizer.ns_steps) after preconditioning P
-                     (optimizer.ns_precondition): one row per K in --ns-steps and P in --ns-precondition
+                     (optimizer.ns_precondition, default frobenius), with NorMuon's per-neuron
+                     normalization if the row asks for it: one row per --muon K[:P][:neuron-norm]
     modern + torch.optim.Muon
 """
 
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -39,8 +41,7 @@ from fragment_llm.model.gpt import GPT, GPTConfig  # noqa: E402
 from fragment_llm.model.optimizers import build_optimizer  # noqa: E402
 
 SHAPE = dict(vocab_size=66, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False)
-MODERN = dict(position="rope", norm="rmsnorm", mlp="relu2", qk_norm=True, tie_embeddings=False, zero_init_proj=True)
-MODERN["logit_softcap"] = 30.0  # conf/arch/modern.yaml
+MODERN = {k: v for k, v in OmegaConf.load(REPO / "conf" / "arch" / "modern.yaml").items() if v is not None}
 ADAMW = dict(name="adamw", lr=1e-3, min_lr=1e-4, weight_decay=0.1, betas=[0.9, 0.99], warmup_steps=100)
 MUON = dict(name="muon", lr=0.02, min_lr=0.0, weight_decay=0.0, betas=[0.8, 0.95], warmup_steps=100, adam_lr=0.01)
 
@@ -80,8 +81,8 @@ def optimizer_only(kind: str) -> tuple[GPT, object]:
     return model, torch_muon(model)
 
 
-def training_step(kind: str, newton_schulz: tuple[int, str] | None = None) -> tuple[GPT, object]:
-    """The model and optimizer of a row; Muon's rows give (iterations, preconditioning) in newton_schulz."""
+def training_step(kind: str, muon: dict | None = None) -> tuple[GPT, object]:
+    """The model and optimizer of a row; Muon's rows give their optimizer settings in `muon`."""
     torch.manual_seed(0)
     if kind == "nanoGPT recipe":
         model = GPT(GPTConfig(**SHAPE))
@@ -89,10 +90,19 @@ def training_step(kind: str, newton_schulz: tuple[int, str] | None = None) -> tu
     model = GPT(GPTConfig(**SHAPE, **MODERN))
     if kind == "modern + adamw":
         return model, build_optimizer(model, ADAMW, 2000)[0]
-    if newton_schulz is not None:
-        steps, precondition = newton_schulz
-        return model, build_optimizer(model, {**MUON, "ns_steps": steps, "ns_precondition": precondition}, 2000)[0]
+    if muon is not None:
+        return model, build_optimizer(model, {**MUON, **muon}, 2000)[0]
     return model, torch_muon(model)
+
+
+def muon_settings(row: str) -> dict:
+    """--muon's "3:aol:neuron-norm" as optimizer settings."""
+    steps, *options = row.split(":")
+    unknown = set(options) - {"frobenius", "aol", "neuron-norm"}
+    if unknown:
+        raise SystemExit(f"--muon {row}: unknown {', '.join(sorted(unknown))}; use K[:frobenius|aol][:neuron-norm]")
+    precondition = "aol" if "aol" in options else "frobenius"
+    return dict(ns_steps=int(steps), ns_precondition=precondition, neuron_norm="neuron-norm" in options)
 
 
 def time_rounds(setups: dict[str, tuple[GPT, object]], work, rounds: int, steps: int) -> dict[str, float]:
@@ -112,9 +122,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-torch-muon", action="store_true", help="skip torch.optim.Muon (slow without bf16 units)")
-    parser.add_argument("--ns-steps", type=int, nargs="+", default=[5], help="Muon rows: iteration counts")
-    parser.add_argument("--ns-precondition", nargs="+", default=["frobenius"], choices=["frobenius", "aol"])
+    parser.add_argument("--muon", nargs="+", default=["5"], help="Muon rows: K[:frobenius|aol][:neuron-norm]")
     args = parser.parse_args()
+    muons = {f"modern + muon ns={' '.join(row.split(':'))}": muon_settings(row) for row in args.muon}
     torch_too = () if args.no_torch_muon else ("torch.optim.Muon",)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {args.rounds} rounds x {args.steps} steps, medians")
@@ -138,12 +148,11 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    muons = {f"modern + muon ns={n} {pre}": (n, pre) for pre in args.ns_precondition for n in args.ns_steps}
     kinds = ("nanoGPT recipe", "modern + adamw", *muons, *(f"modern + {k}" for k in torch_too))
     step_ms = time_rounds({k: training_step(k, muons.get(k)) for k in kinds}, train_step, args.rounds, args.steps)
     print("\nwhole training step, batch 12 x 64 (ms):")
     for k, ms in step_ms.items():
-        print(f"  {k:36s} {ms:8.2f}  ({ms / step_ms['nanoGPT recipe']:.2f}x the nanoGPT recipe)")
+        print(f"  {k:48s} {ms:8.2f}  ({ms / step_ms['nanoGPT recipe']:.2f}x the nanoGPT recipe)")
     for row in muons:
         cost = step_ms[row] / step_ms["modern + adamw"]
         print(f"{row}: {cost:.2f}x the AdamW step on the same model (issue 12's target: <= 1.15x)")

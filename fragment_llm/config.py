@@ -121,6 +121,7 @@ class OptimizerConfig:
     momentum_warmup_steps: int = 300  # ... over these first steps (0: no warm-up)
     ns_steps: int = 5  # muon: Newton-Schulz iterations per update
     ns_precondition: str = "frobenius"  # muon: frobenius (torch's) | aol (rows scaled: one iteration fewer)
+    neuron_norm: bool = False  # muon: NorMuon's per-neuron normalization of the orthogonalized update
 
 
 @dataclass

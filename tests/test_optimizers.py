@@ -120,6 +120,28 @@ def test_a_muon_step_matches_torch_optim_muon():
     torch.testing.assert_close(w, w2, atol=2e-3, rtol=0)
 
 
+def test_neuron_norm_equalizes_the_rows_of_the_update_and_keeps_its_size():
+    """NorMuon: each output neuron's (row's) share of the orthogonalized update is divided by the root of its
+    running mean square, and the update keeps Muon's Frobenius norm (so optimizer.lr means the same)."""
+    torch.manual_seed(0)
+    w = torch.randn(96, 32)
+    grad = torch.randn(96, 32) * torch.linspace(0.1, 3.0, 96)[:, None]  # rows of very different scales
+    steps = {}
+    for neuron_norm in (False, True):
+        p = w.clone().requires_grad_(True)
+        bias = torch.zeros(3, requires_grad=True)  # AdamW's part, untouched here
+        opt = MuonWithAdamW([{"params": [p]}], [{"params": [bias]}], lr=0.02, momentum=0.0, nesterov=False,
+                            neuron_norm=neuron_norm)  # fmt: skip
+        p.grad = grad.clone()
+        opt.step()
+        steps[neuron_norm] = (p - w).detach()
+    plain, normed = steps[False], steps[True]
+    torch.testing.assert_close(normed.norm(), plain.norm(), rtol=1e-5, atol=0)
+    row_rms = normed.square().mean(dim=1)
+    assert row_rms.max() / row_rms.min() < 1.001  # one step in: every row's moment is its own mean square
+    assert plain.square().mean(dim=1).max() / plain.square().mean(dim=1).min() > 1.1
+
+
 @pytest.mark.parametrize("precondition", ["frobenius", "aol"])
 @pytest.mark.parametrize("shape", [(24, 32), (96, 32), (32, 96), (32, 32)])
 def test_a_batch_of_matrices_is_orthogonalized_as_each_one_alone(shape, precondition):

@@ -55,8 +55,10 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path, corpus):
 
 
 def test_a_muon_run_with_the_modern_architecture_resumes_bit_exactly(tmp_path, corpus):
-    """Muon's momentum buffers and warm-up, AdamW's moments and the wsd schedule all come back from the checkpoint."""
-    muon = ["arch=modern", "optimizer=muon", "optimizer.warmup_steps=2", "optimizer.momentum_warmup_steps=8"]
+    """Muon's momentum buffers, NorMuon's neuron moments and the momentum warm-up, AdamW's moments and the wsd
+    schedule all come back from the checkpoint (arch=modern: smear and the embedding skip too)."""
+    muon = ["arch=modern", "optimizer=muon", "optimizer.warmup_steps=2", "optimizer.momentum_warmup_steps=8",
+            "optimizer.neuron_norm=true", "optimizer.ns_precondition=aol", "optimizer.ns_steps=3"]  # fmt: skip
     full = _train(tmp_path / "full", corpus, *muon, "trainer.max_steps=12")
     part = tmp_path / "part"
     _train(part, corpus, *muon, "trainer.max_steps=7")
@@ -69,6 +71,8 @@ def test_a_muon_run_with_the_modern_architecture_resumes_bit_exactly(tmp_path, c
     assert all(torch.equal(final_full[k], final_resumed[k]) for k in final_full)
     optimizer = load_checkpoint_safely(resumed["last_ckpt"])["optimizer_states"][0]
     assert optimizer["param_groups"][0]["kind"] == "muon" and optimizer["param_groups"][0]["momentum"] == 0.95
+    first_matrix = optimizer["param_groups"][0]["params"][0]
+    assert {"momentum_buffer", "neuron_second_moment"} <= optimizer["state"][first_matrix].keys()
 
 
 def test_checkpoint_holds_plain_data_and_the_runs_settings(tmp_path, corpus):

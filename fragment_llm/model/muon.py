@@ -9,7 +9,9 @@ Why not `torch.optim.Muon`: it runs Newton-Schulz in bfloat16, and on CPUs witho
 matrix units (AVX2, most laptops) bf16 matmuls are emulated: bench/optimizer_step.py
 measured its step many times slower than the same iteration in float32 here. The algorithm,
 its coefficients and its learning-rate adjustment are torch's ("original", Keller's), and
-tests check that both give the same update up to bf16 rounding.
+tests check that both give the same update up to bf16 rounding. Two later refinements are
+options, off by default: AOL preconditioning (`ns_precondition="aol"`, Turbo-Muon's), which
+lets fewer iterations do, and NorMuon's per-neuron normalization (`neuron_norm=True`).
 
 Why one optimizer object: Lightning's automatic optimization (gradient accumulation,
 clipping, mixed precision, checkpoints, LR schedulers) takes one optimizer per step. This
@@ -26,6 +28,7 @@ from typing import Any
 import torch
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # torch.optim.Muon's (Keller Jordan's quintic)
+NEURON_NORM_BETA = 0.95  # NorMuon's beta2 for the per-neuron second moment
 
 
 def orthogonalize(g: torch.Tensor, steps: int, precondition: str = "frobenius", eps: float = 1e-7) -> torch.Tensor:
@@ -40,8 +43,9 @@ def orthogonalize(g: torch.Tensor, steps: int, precondition: str = "frobenius", 
 
     `precondition` scales x so that its spectral norm is <= 1 before the iterations: "frobenius" divides by
     its Frobenius norm (torch.optim.Muon's); "aol" scales each row i by (sum_j |A_ij|)^-1/2 (A = x x^T), the
-    almost-orthogonal-layer bound of Prach & Lampert (2022) that Turbo-Muon (modded-nanogpt, 2025-11) uses to
-    start closer to 1: one iteration fewer reaches the same accuracy.
+    almost-orthogonal-layer bound of Prach & Lampert (2022) that Turbo-Muon (modded-nanogpt, 2025-11) uses: it
+    starts the singular values nearer 1, so fewer iterations do (three after it trained as well as five after
+    the Frobenius norm on shakespeare_char, BENCHMARKS.md).
     """
     a, b, c = NS_COEFFICIENTS
     x = g.float()
@@ -84,8 +88,9 @@ def scale_into_unit_ball(x: torch.Tensor, precondition: str, eps: float) -> tupl
 class MuonWithAdamW(torch.optim.Optimizer):
     """Muon on the groups tagged `kind="muon"` (2-D tensors only), AdamW on those tagged `kind="adamw"`.
 
-    Muon groups take lr, momentum, nesterov, ns_steps, ns_precondition, weight_decay; AdamW groups take
-    AdamW's options (lr, betas, eps, weight_decay, ...), given in `adamw` for all of them.
+    Muon groups take lr, momentum, nesterov, ns_steps, ns_precondition, neuron_norm, weight_decay; AdamW groups
+    take AdamW's options (lr, betas, eps, weight_decay, ...), given in `adamw` for all of them. neuron_norm adds
+    NorMuon's per-neuron normalization of the orthogonalized update (its running moments are optimizer state).
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
         nesterov: bool = True,
         ns_steps: int = 5,
         ns_precondition: str = "frobenius",
+        neuron_norm: bool = False,
         weight_decay: float = 0.0,
         adamw: dict[str, Any] | None = None,
     ) -> None:
@@ -105,7 +111,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
                 if (p[1] if isinstance(p, tuple) else p).dim() != 2:
                     raise ValueError("Muon updates 2-D matrices only; give other parameters to AdamW")
         muon = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, weight_decay=weight_decay)
-        muon["ns_precondition"] = ns_precondition
+        muon |= dict(ns_precondition=ns_precondition, neuron_norm=neuron_norm)
         muon_groups = [{**muon, **g, "kind": "muon"} for g in muon_groups]
         self.adamw = torch.optim.AdamW([{**g, "kind": "adamw"} for g in adamw_groups], **(adamw or {}))
         super().__init__(muon_groups + self.adamw.param_groups, {})  # AdamW's groups: the dicts it completed
@@ -144,10 +150,22 @@ class MuonWithAdamW(torch.optim.Optimizer):
                 ortho = orthogonalize(
                     torch.stack([updates[i] for i in idx]), group["ns_steps"], group.get("ns_precondition", "frobenius")
                 )
-                scale = -lr * math.sqrt(max(1.0, shape[0] / shape[1]))  # torch's "original" adjustment
                 targets = [params[i] for i in idx]
+                if group.get("neuron_norm", False):
+                    ortho = self._normalize_neurons(ortho, targets)
+                scale = -lr * math.sqrt(max(1.0, shape[0] / shape[1]))  # torch's "original" adjustment
                 if wd:
                     torch._foreach_mul_(targets, 1 - lr * wd)
                 torch._foreach_add_(targets, list(ortho.unbind(0)), alpha=scale)
         self.adamw.step()
         return loss
+
+    def _normalize_neurons(self, ortho: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        """NorMuon (Li et al., 2025): divide each row (output neuron) of the orthogonalized updates (k, m, n) by
+        the root of its mean square's running average, then restore each update's Frobenius norm."""
+        mean_square = ortho.square().mean(dim=-1, keepdim=True)  # (k, m, 1)
+        moments = [self.state[p].setdefault("neuron_second_moment", torch.zeros_like(p[:, :1])) for p in params]
+        torch._foreach_lerp_(moments, list(mean_square.unbind(0)), 1 - NEURON_NORM_BETA)
+        normed = ortho / (torch.stack(moments).sqrt() + 1e-8)
+        norms = ortho.norm(dim=(1, 2), keepdim=True) / normed.norm(dim=(1, 2), keepdim=True).clamp(min=1e-12)
+        return normed * norms

@@ -104,6 +104,7 @@ def build_optimizer(model: GPT, optimizer: dict[str, Any], max_steps: int) -> tu
             momentum=o["momentum"],
             ns_steps=o["ns_steps"],
             ns_precondition=o["ns_precondition"],
+            neuron_norm=o["neuron_norm"],
             weight_decay=wd,
             adamw=dict(betas=betas, **adamw_impl(list(model.parameters()))),
         )
