@@ -40,6 +40,16 @@ CRAFTED = {  # field named in the refusal -> how the checkpoint is changed
     "hyper_parameters.run_config": lambda c: c["hyper_parameters"].update(run_config=["junk"]),
     "callbacks.TextSamples.validations": lambda c: c["callbacks"]["TextSamples"].update(validations="2"),
     "optimizer_states": lambda c: c.update(optimizer_states="junk"),
+    # Muon's options come back from the file (torch restores a group's hyperparameters): none may hang or crash it.
+    "optimizer_states[0].param_groups[0].ns_steps": lambda c: c["optimizer_states"][0]["param_groups"][0].update(
+        ns_steps=10**12
+    ),
+    "optimizer_states[0].param_groups[0].ns_precondition": lambda c: c["optimizer_states"][0]["param_groups"][0].update(
+        ns_precondition="newton"
+    ),
+    "optimizer_states[0].param_groups[0].momentum": lambda c: c["optimizer_states"][0]["param_groups"][0].update(
+        momentum="0.9"
+    ),
     "CarryRNGState.rng.torch": lambda c: _rng(c).update(torch=torch.zeros(5056)),  # float32, not bytes
     "CarryRNGState.rng.numpy.keys": lambda c: _rng(c)["numpy"].update(keys=torch.zeros(3, dtype=torch.int64)),
     "CarryRNGState.rng.python": lambda c: _rng(c).update(python=[1, "two", None, 4]),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 
 import pytest
 import torch
 from torch.optim._muon import _zeropower_via_newtonschulz
 
-from fragment_llm.errors import ConfigError
+from fragment_llm.errors import CheckpointError, ConfigError
 from fragment_llm.interop.hf_config import family_of
 from fragment_llm.model.gpt import GPT, GPTConfig
 from fragment_llm.model.muon import NS_COEFFICIENTS, MuonWithAdamW, orthogonalize, scale_into_unit_ball
@@ -140,6 +141,36 @@ def test_neuron_norm_equalizes_the_rows_of_the_update_and_keeps_its_size():
     row_rms = normed.square().mean(dim=1)
     assert row_rms.max() / row_rms.min() < 1.001  # one step in: every row's moment is its own mean square
     assert plain.square().mean(dim=1).max() / plain.square().mean(dim=1).min() > 1.1
+
+
+def _stepped_muon() -> MuonWithAdamW:
+    w, bias = torch.randn(8, 4, requires_grad=True), torch.zeros(3, requires_grad=True)
+    opt = MuonWithAdamW([{"params": [w]}], [{"params": [bias]}], lr=0.02, neuron_norm=True)
+    w.grad, bias.grad = torch.randn(8, 4), torch.randn(3)
+    opt.step()
+    return opt
+
+
+CRAFTED_STATES = {  # what a hostile checkpoint changes -> the field the refusal names
+    "param_groups[0].kind": lambda s: s["param_groups"][0].update(kind="adamw"),
+    "param_groups[0].lr": lambda s: s["param_groups"][0].update(lr=float("nan")),
+    "param_groups[0].momentum/nesterov": lambda s: s["param_groups"][0].pop("nesterov"),
+    "param_groups[1].betas": lambda s: s["param_groups"][1].update(betas=(float("nan"), 2.0)),
+    "state[0].neuron_second_moment": lambda s: s["state"][0].update(
+        neuron_second_moment=torch.zeros(1, dtype=torch.float64).expand(10**8, 1)  # a huge broadcast view
+    ),
+    "state[0].momentum_buffer": lambda s: s["state"][0].update(momentum_buffer=torch.full((8, 4), float("inf"))),
+}
+
+
+@pytest.mark.parametrize("field", CRAFTED_STATES)
+def test_a_crafted_optimizer_state_is_refused_by_name_before_torch_restores_it(field):
+    saved = copy.deepcopy(_stepped_muon().state_dict())
+    CRAFTED_STATES[field](saved)
+    fresh = _stepped_muon()
+    with pytest.raises(CheckpointError, match=re.escape(field)):
+        fresh.load_state_dict(saved)
+    fresh.load_state_dict(_stepped_muon().state_dict())  # an honest state still loads
 
 
 @pytest.mark.parametrize("precondition", ["frobenius", "aol"])

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from fragment_llm.errors import CheckpointError
+
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # torch.optim.Muon's (Keller Jordan's quintic)
 NEURON_NORM_BETA = 0.95  # NorMuon's beta2 for the per-neuron second moment
 
@@ -85,6 +87,53 @@ def scale_into_unit_ball(x: torch.Tensor, precondition: str, eps: float) -> tupl
     raise ValueError(f"precondition={precondition!r}: use 'frobenius' or 'aol'")
 
 
+# The state tensors a parameter p may have, and their shapes: anything else in a saved state is refused.
+_STATE_SHAPES = {
+    "momentum_buffer": lambda p: tuple(p.shape),
+    "neuron_second_moment": lambda p: (p.shape[0], 1),
+    "exp_avg": lambda p: tuple(p.shape),
+    "exp_avg_sq": lambda p: tuple(p.shape),
+    "step": lambda p: (),
+}
+
+
+def check_saved_state(groups: list[dict[str, Any]], saved: dict[str, Any]) -> None:
+    """Refuse (CheckpointError) a saved optimizer state that does not fit these groups. torch's load_state_dict
+    restores every group's options from it and casts its tensors to the parameters' dtypes without looking at
+    kinds, values or shapes: a relabelled group, a NaN learning rate or a (10**9, 1) broadcast "moment" would
+    crash, corrupt or exhaust memory later."""
+
+    def bad(field: str, value: Any, why: str) -> CheckpointError:
+        return CheckpointError(f"the checkpoint's optimizer state: {field}={str(value)[:60]!r} {why}")
+
+    old_groups, state = saved.get("param_groups"), saved.get("state")
+    if not isinstance(old_groups, list) or len(old_groups) != len(groups) or not isinstance(state, dict):
+        raise bad("param_groups", type(old_groups).__name__, f"must be {len(groups)} groups beside a state mapping")
+    for i, (live, old) in enumerate(zip(groups, old_groups, strict=True)):
+        name = f"param_groups[{i}]"
+        if not isinstance(old, dict) or old.get("kind") != live["kind"]:
+            raise bad(f"{name}.kind", old.get("kind") if isinstance(old, dict) else old, f"must be {live['kind']!r}")
+        for key in ("lr", "weight_decay") + (("momentum",) if live["kind"] == "muon" else ("eps",)):
+            value = old.get(key)
+            if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+                raise bad(f"{name}.{key}", value, "must be a finite number >= 0")
+        if live["kind"] == "muon":
+            if not old["momentum"] < 1 or type(old.get("nesterov")) is not bool:
+                raise bad(f"{name}.momentum/nesterov", (old["momentum"], old.get("nesterov")), "must be < 1, bool")
+        else:
+            betas = old.get("betas")
+            if not isinstance(betas, (list, tuple)) or len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+                raise bad(f"{name}.betas", betas, "must be two numbers in [0, 1)")
+        for p, pid in zip(live["params"], old.get("params", []), strict=False):
+            entries = state.get(pid, {})
+            for key, t in entries.items() if isinstance(entries, dict) else [("", entries)]:
+                shape = _STATE_SHAPES[key](p) if key in _STATE_SHAPES else None
+                if shape is None or not torch.is_tensor(t) or tuple(t.shape) != shape or not t.is_floating_point():
+                    raise bad(f"state[{pid}].{key}", getattr(t, "shape", t), f"must be a float tensor of shape {shape}")
+                if not torch.isfinite(t).all():
+                    raise bad(f"state[{pid}].{key}", "non-finite values", "must be finite")
+
+
 class MuonWithAdamW(torch.optim.Optimizer):
     """Muon on the groups tagged `kind="muon"` (2-D tensors only), AdamW on those tagged `kind="adamw"`.
 
@@ -123,6 +172,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
         self.adamw.state = self.state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        check_saved_state(self.param_groups, state_dict)  # before torch restores options and casts tensors
         super().load_state_dict(state_dict)
         self._link()
 
