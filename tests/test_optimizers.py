@@ -154,7 +154,7 @@ def _stepped_muon() -> MuonWithAdamW:
 CRAFTED_STATES = {  # what a hostile checkpoint changes -> the field the refusal names
     "param_groups[0].kind": lambda s: s["param_groups"][0].update(kind="adamw"),
     "param_groups[0].lr": lambda s: s["param_groups"][0].update(lr=float("nan")),
-    "param_groups[0].momentum/nesterov": lambda s: s["param_groups"][0].pop("nesterov"),
+    "param_groups[0].nesterov": lambda s: s["param_groups"][0].pop("nesterov"),
     "param_groups[1].betas": lambda s: s["param_groups"][1].update(betas=(float("nan"), 2.0)),
     "state[0].neuron_second_moment": lambda s: s["state"][0].update(
         neuron_second_moment=torch.zeros(1, dtype=torch.float64).expand(10**8, 1)  # a huge broadcast view

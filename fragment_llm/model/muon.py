@@ -27,10 +27,11 @@ from typing import Any
 
 import torch
 
-from fragment_llm.errors import CheckpointError
+from fragment_llm.checkpoint_file import field_error
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # torch.optim.Muon's (Keller Jordan's quintic)
 NEURON_NORM_BETA = 0.95  # NorMuon's beta2 for the per-neuron second moment
+NS_PRECONDITIONS = ("frobenius", "aol")
 
 
 def orthogonalize(g: torch.Tensor, steps: int, precondition: str = "frobenius", eps: float = 1e-7) -> torch.Tensor:
@@ -84,7 +85,7 @@ def scale_into_unit_ball(x: torch.Tensor, precondition: str, eps: float) -> tupl
         return x * scale, gram * scale * scale.mT  # the Schur test bounds the result's spectral norm by 1
     if precondition == "frobenius":
         return x / x.norm(dim=(1, 2), keepdim=True).clamp(min=eps), None
-    raise ValueError(f"precondition={precondition!r}: use 'frobenius' or 'aol'")
+    raise ValueError(f"precondition={precondition!r}: use one of {NS_PRECONDITIONS}")
 
 
 # The state tensors a parameter p may have, and their shapes: anything else in a saved state is refused.
@@ -97,41 +98,58 @@ _STATE_SHAPES = {
 }
 
 
+def _check_rate(name: str, value: Any) -> None:
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+        raise field_error(name, value, "must be a finite number >= 0")
+
+
+def check_muon_options(name: str, group: dict[str, Any]) -> None:
+    """The options a saved Muon group gives step() (torch restores them from the file): none may hang, crash or
+    corrupt it. ns_precondition and neuron_norm may be absent (checkpoints from before they existed)."""
+    for key in ("lr", "weight_decay", "momentum"):
+        _check_rate(f"{name}.{key}", group.get(key))
+    if not group["momentum"] < 1:
+        raise field_error(f"{name}.momentum", group["momentum"], "must be < 1")
+    steps = group.get("ns_steps")
+    if type(steps) is not int or not 1 <= steps < 100:
+        raise field_error(f"{name}.ns_steps", steps, "must be an integer from 1 to 99")
+    if group.get("ns_precondition", "frobenius") not in NS_PRECONDITIONS:
+        raise field_error(f"{name}.ns_precondition", group["ns_precondition"], f"must be one of {NS_PRECONDITIONS}")
+    for key, value in (("nesterov", group.get("nesterov")), ("neuron_norm", group.get("neuron_norm", False))):
+        if type(value) is not bool:
+            raise field_error(f"{name}.{key}", value, "must be true or false")
+
+
 def check_saved_state(groups: list[dict[str, Any]], saved: dict[str, Any]) -> None:
     """Refuse (CheckpointError) a saved optimizer state that does not fit these groups. torch's load_state_dict
     restores every group's options from it and casts its tensors to the parameters' dtypes without looking at
     kinds, values or shapes: a relabelled group, a NaN learning rate or a (10**9, 1) broadcast "moment" would
     crash, corrupt or exhaust memory later."""
-
-    def bad(field: str, value: Any, why: str) -> CheckpointError:
-        return CheckpointError(f"the checkpoint's optimizer state: {field}={str(value)[:60]!r} {why}")
-
     old_groups, state = saved.get("param_groups"), saved.get("state")
     if not isinstance(old_groups, list) or len(old_groups) != len(groups) or not isinstance(state, dict):
-        raise bad("param_groups", type(old_groups).__name__, f"must be {len(groups)} groups beside a state mapping")
+        why = f"must be {len(groups)} groups beside a state mapping"
+        raise field_error("optimizer state param_groups", type(old_groups).__name__, why)
     for i, (live, old) in enumerate(zip(groups, old_groups, strict=True)):
-        name = f"param_groups[{i}]"
+        name = f"optimizer state param_groups[{i}]"
         if not isinstance(old, dict) or old.get("kind") != live["kind"]:
-            raise bad(f"{name}.kind", old.get("kind") if isinstance(old, dict) else old, f"must be {live['kind']!r}")
-        for key in ("lr", "weight_decay") + (("momentum",) if live["kind"] == "muon" else ("eps",)):
-            value = old.get(key)
-            if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
-                raise bad(f"{name}.{key}", value, "must be a finite number >= 0")
+            kind = old.get("kind") if isinstance(old, dict) else old
+            raise field_error(f"{name}.kind", kind, f"must be {live['kind']!r}")
         if live["kind"] == "muon":
-            if not old["momentum"] < 1 or type(old.get("nesterov")) is not bool:
-                raise bad(f"{name}.momentum/nesterov", (old["momentum"], old.get("nesterov")), "must be < 1, bool")
+            check_muon_options(name, old)
         else:
+            for key in ("lr", "weight_decay", "eps"):
+                _check_rate(f"{name}.{key}", old.get(key))
             betas = old.get("betas")
             if not isinstance(betas, (list, tuple)) or len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-                raise bad(f"{name}.betas", betas, "must be two numbers in [0, 1)")
+                raise field_error(f"{name}.betas", betas, "must be two numbers in [0, 1)")
         for p, pid in zip(live["params"], old.get("params", []), strict=False):
             entries = state.get(pid, {})
             for key, t in entries.items() if isinstance(entries, dict) else [("", entries)]:
                 shape = _STATE_SHAPES[key](p) if key in _STATE_SHAPES else None
                 if shape is None or not torch.is_tensor(t) or tuple(t.shape) != shape or not t.is_floating_point():
-                    raise bad(f"state[{pid}].{key}", getattr(t, "shape", t), f"must be a float tensor of shape {shape}")
+                    raise field_error(f"optimizer state state[{pid}].{key}", t, f"must be a float tensor of {shape}")
                 if not torch.isfinite(t).all():
-                    raise bad(f"state[{pid}].{key}", "non-finite values", "must be finite")
+                    raise field_error(f"optimizer state state[{pid}].{key}", t, "must be finite")
 
 
 class MuonWithAdamW(torch.optim.Optimizer):

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from fragment_llm.config import fail, validate_data_config
 from fragment_llm.errors import ConfigError
 from fragment_llm.model.gpt import GPTConfig
+from fragment_llm.model.muon import NS_PRECONDITIONS
 
 
 def validate_train_config(cfg: DictConfig) -> None:
@@ -114,5 +115,5 @@ def validate_optimizer_choices(o: DictConfig) -> None:
         fail("optimizer.momentum_warmup_steps", o.momentum_warmup_steps, "must be >= 0", "Use 0 for no warm-up")
     if not 1 <= o.ns_steps < 100:
         fail("optimizer.ns_steps", o.ns_steps, "must be between 1 and 99", "Use 5")
-    if o.ns_precondition not in ("frobenius", "aol"):
+    if o.ns_precondition not in NS_PRECONDITIONS:
         fail("optimizer.ns_precondition", o.ns_precondition, "is not a known preconditioning", "Use frobenius or aol")

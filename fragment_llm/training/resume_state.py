@@ -19,6 +19,7 @@ from fragment_llm.checkpoint_file import MAX_COUNT, check_count, check_mapping, 
 from fragment_llm.data.datamodule import TextDataModule
 from fragment_llm.data.datamodule import check_state as check_datamodule_state
 from fragment_llm.errors import CheckpointError
+from fragment_llm.model.muon import check_muon_options
 from fragment_llm.training.rng import check_rng_state
 
 ADVICE = "not a checkpoint this project wrote (or a damaged one); start a fresh run or resume from another checkpoint"
@@ -119,25 +120,9 @@ def _check_optimizer_states(optimizers: Any, schedulers: Any) -> None:
             if not isinstance(ids, list) or not all(type(p) is int and 0 <= p < MAX_COUNT for p in ids):
                 raise field_error(f"optimizer_states[{i}].param_groups[{j}].params", ids, "must be parameter ids")
             if group.get("kind") == "muon":  # torch restores a group's options from the file: no hang, no junk
-                _check_muon_group(f"optimizer_states[{i}].param_groups[{j}]", group)
+                check_muon_options(f"optimizer_states[{i}].param_groups[{j}]", group)
     if not isinstance(schedulers, list) or not all(isinstance(s, dict) for s in schedulers):
         raise field_error("lr_schedulers", schedulers, "must be a list of scheduler states")
-
-
-def _check_muon_group(name: str, group: dict) -> None:
-    """The options MuonWithAdamW reads from a restored group (ns_precondition and neuron_norm may be absent:
-    checkpoints from before they existed)."""
-    steps = group.get("ns_steps")
-    if type(steps) is not int or not 1 <= steps < 100:
-        raise field_error(f"{name}.ns_steps", steps, "must be an integer from 1 to 99")
-    if group.get("ns_precondition", "frobenius") not in ("frobenius", "aol"):
-        raise field_error(f"{name}.ns_precondition", group["ns_precondition"], "must be 'frobenius' or 'aol'")
-    for key in ("nesterov", "neuron_norm"):
-        if type(group.get(key, False)) is not bool:
-            raise field_error(f"{name}.{key}", group[key], "must be true or false")
-    for key in ("lr", "momentum", "weight_decay"):
-        if type(group.get(key)) not in _NUMBER:
-            raise field_error(f"{name}.{key}", group.get(key), "must be a number")
 
 
 @contextmanager
