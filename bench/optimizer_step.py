@@ -5,8 +5,9 @@
 
 The model is experiment=shakespeare_char_cpu's shape (4 layers, 4 heads, 128 wide, block 64, 66-token
 vocabulary; batch 12). Contenders run in alternation, `--steps` steps per round, and the script prints
-each one's median ms per step over `--rounds` rounds (alternating and taking medians keeps a shared
-machine's load from favouring one of them):
+each one's median ms per step over `--rounds` rounds, and its ratios as the median of the round-by-round
+ratios (alternating, pairing within a round and taking medians keeps a shared machine's load from favouring
+one of them):
 
   optimizer step alone, on the modern model's parameters with fixed random gradients:
     adamw            build_optimizer's AdamW (fused where torch has the kernel, model/optimizers.py)
@@ -105,7 +106,8 @@ def muon_settings(row: str) -> dict:
     return dict(ns_steps=int(steps), ns_precondition=precondition, neuron_norm="neuron-norm" in options)
 
 
-def time_rounds(setups: dict[str, tuple[GPT, object]], work, rounds: int, steps: int) -> dict[str, float]:
+def time_rounds(setups: dict[str, tuple[GPT, object]], work, rounds: int, steps: int) -> dict[str, list[float]]:
+    """ms per step of each contender in each round (the contenders run one after another in every round)."""
     times: dict[str, list[float]] = {k: [] for k in setups}
     for _ in range(rounds):
         for name, (model, opt) in setups.items():
@@ -113,7 +115,13 @@ def time_rounds(setups: dict[str, tuple[GPT, object]], work, rounds: int, steps:
             for _ in range(steps):
                 work(model, opt)
             times[name].append((time.perf_counter() - start) / steps * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def paired_ratio(times: list[float], baseline: list[float]) -> float:
+    """The median over rounds of a contender's time over the baseline's in the same round: a host that speeds
+    up or slows down between rounds moves both sides of each ratio alike."""
+    return statistics.median(t / b for t, b in zip(times, baseline, strict=True))
 
 
 def main() -> None:
@@ -134,9 +142,9 @@ def main() -> None:
 
     kinds = ("adamw", "adamw foreach", "muon (ours)", *torch_too)
     opt_ms = time_rounds({k: optimizer_only(k) for k in kinds}, step_only, args.rounds, args.steps)
-    print("\noptimizer step alone (ms):")
+    print("\noptimizer step alone (ms, median; then the median of round-by-round ratios):")
     for k, ms in opt_ms.items():
-        print(f"  {k:18s} {ms:8.2f}  ({ms / opt_ms['adamw']:.2f}x adamw)")
+        print(f"  {k:18s} {statistics.median(ms):8.2f}  ({paired_ratio(ms, opt_ms['adamw']):.2f}x adamw)")
 
     batch = torch.Generator().manual_seed(0)
 
@@ -150,12 +158,16 @@ def main() -> None:
 
     kinds = ("nanoGPT recipe", "modern + adamw", *muons, *(f"modern + {k}" for k in torch_too))
     step_ms = time_rounds({k: training_step(k, muons.get(k)) for k in kinds}, train_step, args.rounds, args.steps)
-    print("\nwhole training step, batch 12 x 64 (ms):")
+    print("\nwhole training step, batch 12 x 64 (ms, median; then the median of round-by-round ratios):")
     for k, ms in step_ms.items():
-        print(f"  {k:48s} {ms:8.2f}  ({ms / step_ms['nanoGPT recipe']:.2f}x the nanoGPT recipe)")
+        vs_nanogpt = paired_ratio(ms, step_ms["nanoGPT recipe"])
+        print(f"  {k:48s} {statistics.median(ms):8.2f}  ({vs_nanogpt:.2f}x the nanoGPT recipe)")
     for row in muons:
-        cost = step_ms[row] / step_ms["modern + adamw"]
-        print(f"{row}: {cost:.2f}x the AdamW step on the same model (issue 12's target: <= 1.15x)")
+        cost = paired_ratio(step_ms[row], step_ms["modern + adamw"])
+        spread = sorted(t / b for t, b in zip(step_ms[row], step_ms["modern + adamw"], strict=True))
+        quartiles = f"{spread[len(spread) // 4]:.2f}-{spread[(3 * len(spread)) // 4]:.2f}"
+        print(f"{row}: {cost:.3f}x the AdamW step on the same model (middle half of the rounds {quartiles}; "
+              f"issue 12's target: <= 1.15x)")  # fmt: skip
 
 
 if __name__ == "__main__":
