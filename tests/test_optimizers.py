@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import re
 
 import pytest
@@ -143,8 +144,9 @@ def test_neuron_norm_equalizes_the_rows_of_the_update_and_keeps_its_size():
     assert plain.square().mean(dim=1).max() / plain.square().mean(dim=1).min() > 1.1
 
 
-def test_muon_steps_follow_the_algorithm_written_out():
-    """Nesterov momentum, Newton-Schulz, torch's lr adjustment, weight decay and NorMuon's running per-row
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_muon_steps_follow_the_algorithm_written_out(nesterov):
+    """(Nesterov) momentum, Newton-Schulz, torch's lr adjustment, weight decay and NorMuon's running per-row
     normalization (the optimizer finds the kept norm from the rows' mean squares), over steps where the moments
     differ from the current rows, for tall, square and wide matrices stepped together."""
     gen = torch.Generator().manual_seed(3)
@@ -154,7 +156,7 @@ def test_muon_steps_follow_the_algorithm_written_out():
     bias = torch.zeros(3, requires_grad=True)  # AdamW's part, untouched here
     lr, momentum, wd = 0.02, 0.9, 0.1
     opt = MuonWithAdamW([{"params": params}], [{"params": [bias]}], lr=lr, momentum=momentum, weight_decay=wd,
-                        ns_steps=3, ns_precondition="aol", neuron_norm=True)  # fmt: skip
+                        nesterov=nesterov, ns_steps=3, ns_precondition="aol", neuron_norm=True)  # fmt: skip
     bufs = [torch.zeros_like(w) for w in weights]
     moments = [torch.zeros(w.size(0), 1) for w in weights]
     for _ in range(3):
@@ -164,13 +166,64 @@ def test_muon_steps_follow_the_algorithm_written_out():
         opt.step()
         for i, (w, g) in enumerate(zip(weights, grads, strict=True)):
             bufs[i] = bufs[i] * momentum + g * (1 - momentum)
-            ortho = orthogonalize(g + momentum * (bufs[i] - g), 3, "aol")
+            ortho = orthogonalize(g + momentum * (bufs[i] - g) if nesterov else bufs[i], 3, "aol")
             moments[i] = 0.95 * moments[i] + 0.05 * ortho.square().mean(dim=1, keepdim=True)
             normed = ortho / (moments[i].sqrt() + 1e-8)
             update = normed * ortho.norm() / normed.norm()
             weights[i] = w * (1 - lr * wd) - lr * max(1.0, w.size(0) / w.size(1)) ** 0.5 * update
     for p, w in zip(params, weights, strict=True):
         torch.testing.assert_close(p.detach(), w, atol=1e-5, rtol=1e-5)
+
+
+def test_muon_state_is_one_stack_per_shape_that_steps_reuse_and_reloads_rebuild():
+    """The momentum buffers (and NorMuon's moments) of same-shape matrices are slices of one stack, so no step
+    copies them into one: kept from step to step, saved once, rebuilt from a loaded state or a replaced entry."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(12, 4), (12, 4), (4, 12)]
+    matrices = [torch.randn(s) for s in shapes]
+
+    def muon() -> MuonWithAdamW:
+        mine = [m.clone().requires_grad_(True) for m in matrices]
+        return MuonWithAdamW([{"params": mine}], [{"params": [torch.zeros(2)]}], lr=0.02, neuron_norm=True)
+
+    opt, twin = muon(), muon()  # the twin steps alike without the reload
+
+    def params(o: MuonWithAdamW) -> list[torch.Tensor]:
+        return o.param_groups[0]["params"]
+
+    def step(*opts: MuonWithAdamW) -> None:  # the same gradients for each optimizer's own parameters
+        grads = [torch.randn(s, generator=gen) for s in shapes]
+        for o in opts:
+            for p, g in zip(params(o), grads, strict=True):
+                p.grad = g.clone()
+            o.step()
+
+    def storages(o: MuonWithAdamW, key: str) -> list[int]:
+        return [o.state[p][key].untyped_storage().data_ptr() for p in params(o)]
+
+    step(opt, twin)
+    momentum, moments = storages(opt, "momentum_buffer"), storages(opt, "neuron_second_moment")
+    assert momentum[0] == momentum[1] != momentum[2] and moments[0] == moments[1] != moments[2]
+    step(opt, twin)
+    step(opt, twin)
+    assert storages(opt, "momentum_buffer") == momentum and storages(opt, "neuron_second_moment") == moments
+
+    saved = io.BytesIO()
+    torch.save(opt.state_dict(), saved)
+    assert saved.tell() < 8192 + 1.5 * sum(4 * (s[0] * s[1] + s[0]) for s in shapes)  # each buffer once
+    saved.seek(0)
+    opt.load_state_dict(torch.load(saved, weights_only=True))
+    step(opt, twin)
+    assert storages(opt, "momentum_buffer")[0] == storages(opt, "momentum_buffer")[1]  # stacked again
+    for p, q in zip(params(opt), params(twin), strict=True):
+        assert torch.equal(p, q) and torch.equal(opt.state[p]["momentum_buffer"], twin.state[q]["momentum_buffer"])
+
+    first, second = params(opt)[:2]
+    opt.state[first]["momentum_buffer"] = torch.zeros(12, 4)  # replaced (as a move to a device would)
+    kept = opt.state[second]["momentum_buffer"].clone()
+    step(opt)
+    assert torch.equal(opt.state[first]["momentum_buffer"], torch.zeros(12, 4).lerp(first.grad, 0.05))
+    assert torch.equal(opt.state[second]["momentum_buffer"], kept.lerp(second.grad, 0.05))
 
 
 def _stepped_muon() -> MuonWithAdamW:

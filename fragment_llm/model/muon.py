@@ -58,32 +58,45 @@ def orthogonalize(g: torch.Tensor, steps: int, precondition: str = "frobenius", 
 def orthogonalize_stacks(
     stacks: list[torch.Tensor], steps: int, precondition: str = "frobenius", eps: float = 1e-7
 ) -> list[torch.Tensor]:
-    """`orthogonalize` for several stacks (k, m, n) at once, one per shape of a model's matrices: the stacks
-    that iterate in Gram space and share its size m run as one batch (fewer, larger matmuls: on a 2-core AVX2
-    CPU a batch of 16 128 x 128 products ran at ~160 GFLOP/s, one of 4 at ~120)."""
-    a, b, c = NS_COEFFICIENTS
+    """`orthogonalize` for several stacks (k, m, n) at once, one per shape of a model's matrices. Stacks whose
+    Gram matrices have one size share one batch of them (fewer, larger operations: on a 2-core AVX2 CPU a batch
+    of 16 128 x 128 products ran at ~160 GFLOP/s, one of 4 at ~120), those iterating in Gram space first, so
+    that one polynomial runs on their slice of it."""
+    wide = [g.float().mT if g.size(1) > g.size(2) else g.float() for g in stacks]  # m <= n: the smaller Gram
     results: list[torch.Tensor | None] = [None] * len(stacks)
-    gram_space: dict[int, list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
-    for i, g in enumerate(stacks):
-        x = g.float()
-        x = x.mT if x.size(1) > x.size(2) else x  # wide, m <= n: iterate on the smaller Gram matrix
-        m, n = x.shape[1:]
-        gram = x @ x.mT  # (k, m, m)
-        scale = unit_ball_scale(gram, precondition, eps)  # x * scale has spectral norm <= 1
-        gram = gram * scale * scale.mT  # the Gram matrix of x * scale
-        if n >= 2 * m:
-            gram_space.setdefault(m, []).append((i, x, scale, gram))
-            continue
-        x = x * scale
-        for step in range(steps):
-            gram = x @ x.mT if step > 0 else gram
-            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-        results[i] = x
-    for entries in gram_space.values():
-        q = gram_space_polynomial(torch.cat([gram for *_, gram in entries]), steps)
-        for (i, x, scale, _), q_i in zip(entries, q.split([x.size(0) for _, x, _, _ in entries]), strict=True):
-            results[i] = (q_i * scale.mT) @ x  # q (x * scale), the scale folded into q's columns
-    return [(x.mT if g.size(1) > g.size(2) else x).to(g.dtype) for x, g in zip(results, stacks, strict=True)]
+    by_size: dict[int, list[int]] = {}
+    for i, x in enumerate(wide):
+        by_size.setdefault(x.size(1), []).append(i)
+    for m, members in by_size.items():
+        members.sort(key=lambda i: wide[i].size(2) < 2 * m)  # the Gram-space ones (n >= 2m) first
+        sizes = [wide[i].size(0) for i in members]
+        grams = torch.empty(sum(sizes), m, m, dtype=torch.float32, device=stacks[0].device)
+        for i, gram in zip(members, grams.split(sizes), strict=True):
+            torch.bmm(wide[i], wide[i].mT, out=gram)
+        scale = unit_ball_scale(grams, precondition, eps)  # x * scale has spectral norm <= 1
+        grams.mul_(scale).mul_(scale.mT)  # the Gram matrices of x * scale
+        in_gram_space = sum(k for i, k in zip(members, sizes, strict=True) if wide[i].size(2) >= 2 * m)
+        if in_gram_space:  # q (x * scale), the scale folded into q's columns
+            q = gram_space_polynomial(grams[:in_gram_space], steps).mul_(scale[:in_gram_space].mT)
+        start = 0
+        for i, k in zip(members, sizes, strict=True):
+            x, tall, end = wide[i], stacks[i].size(1) > stacks[i].size(2), start + k
+            if end <= in_gram_space:  # a tall stack's (q x)^T = x^T q^T: in its own layout, contiguous
+                results[i] = x.mT @ q[start:end].mT if tall else q[start:end] @ x
+            else:
+                x = _newton_schulz(x * scale[start:end], grams[start:end], steps)
+                results[i] = x.mT if tall else x
+            start = end
+    return [x.to(g.dtype) for x, g in zip(results, stacks, strict=True)]
+
+
+def _newton_schulz(x: torch.Tensor, gram: torch.Tensor, steps: int) -> torch.Tensor:
+    """The iteration on wide matrices x (k, m, n) themselves, given their Gram matrices x x^T."""
+    a, b, c = NS_COEFFICIENTS
+    for step in range(steps):
+        gram = x @ x.mT if step > 0 else gram
+        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x
 
 
 def gram_space_polynomial(gram: torch.Tensor, steps: int) -> torch.Tensor:
@@ -91,7 +104,7 @@ def gram_space_polynomial(gram: torch.Tensor, steps: int) -> torch.Tensor:
     a, b, c = NS_COEFFICIENTS
     a_eye, q = a * torch.eye(gram.size(-1), dtype=gram.dtype, device=gram.device), None
     for step in range(steps):
-        p = torch.baddbmm(torch.add(a_eye, gram, alpha=b), gram, gram, alpha=c)  # a + b A + c A^2
+        p = torch.add(a_eye, gram, alpha=b).baddbmm_(gram, gram, alpha=c)  # a + b A + c A^2
         q = p if q is None else p @ q
         if step < steps - 1:  # the last step's Gram matrix is never used
             gram = p @ (p @ gram)
@@ -203,6 +216,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
         muon_groups = [{**muon, **g, "kind": "muon"} for g in muon_groups]
         self.adamw = torch.optim.AdamW([{**g, "kind": "adamw"} for g in adamw_groups], **(adamw or {}))
         super().__init__(muon_groups + self.adamw.param_groups, {})  # AdamW's groups: the dicts it completed
+        self._stacked: dict[int, tuple[tuple, _StackedState]] = {}  # per Muon group index, from its first step
         self._link()
 
     def _link(self) -> None:
@@ -221,54 +235,107 @@ class MuonWithAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             if group["kind"] == "muon":
-                self._muon_step(group)
+                self._muon_step(index, group)
         self.adamw.step()
         return loss
 
-    def _muon_step(self, group: dict[str, Any]) -> None:
+    def _muon_step(self, index: int, group: dict[str, Any]) -> None:
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-        grads = [p.grad for p in params]
-        bufs = [self._state_tensor(p, "momentum_buffer", p.shape) for p in params]
-        torch._foreach_lerp_(bufs, grads, 1 - momentum)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, p in enumerate(params):
-            by_shape.setdefault(tuple(p.shape), []).append(i)
-        stacks = [torch.stack([bufs[i] for i in idx]) for idx in by_shape.values()]  # one stack per shape
-        if group["nesterov"]:  # the update is grad + momentum * (buf - grad), i.e. buf moved toward grad again
-            for stack, idx in zip(stacks, by_shape.values(), strict=True):
-                stack.lerp_(torch.stack([grads[i] for i in idx]), 1 - momentum)
-        orthos = orthogonalize_stacks(stacks, group["ns_steps"], group.get("ns_precondition", "frobenius"))
+        stacked = self._stacked_state(index, params, group.get("neuron_norm", False), group["nesterov"])
+        for i, (p, buf) in enumerate(zip(stacked.params, stacked.momentum_views, strict=True)):
+            buf.lerp_(p.grad, 1 - momentum)  # one matrix at a time: the second pass finds it in cache
+            if group["nesterov"]:  # the update is grad + momentum * (buf - grad): buf moved toward grad again
+                torch.lerp(buf, p.grad, 1 - momentum, out=stacked.update_views[i])
+        orthos = orthogonalize_stacks(stacked.update, group["ns_steps"], group.get("ns_precondition", "frobenius"))
         if wd:
             torch._foreach_mul_(params, 1 - lr * wd)
-        for (shape, idx), ortho in zip(by_shape.items(), orthos, strict=True):
-            targets = [params[i] for i in idx]
-            scale = -lr * math.sqrt(max(1.0, shape[0] / shape[1]))  # torch's "original" adjustment
-            if group.get("neuron_norm", False):  # p += scale * factors * ortho, in one pass
-                factors = self._neuron_factors(ortho, targets)
-                torch._foreach_addcmul_(targets, list(ortho.unbind(0)), list(factors.unbind(0)), value=scale)
+        for same_shape, ortho, moments in zip(stacked.by_shape, orthos, stacked.moments, strict=True):
+            m, n = ortho.shape[1:]
+            scale = -lr * math.sqrt(max(1.0, m / n))  # torch's "original" adjustment
+            if moments is not None:  # p += scale * factors * ortho, in one pass
+                factors = _neuron_factors(ortho, moments)
+                torch._foreach_addcmul_(same_shape, list(ortho.unbind(0)), list(factors.unbind(0)), value=scale)
             else:
-                torch._foreach_add_(targets, list(ortho.unbind(0)), alpha=scale)
+                torch._foreach_add_(same_shape, list(ortho.unbind(0)), alpha=scale)
 
-    def _neuron_factors(self, ortho: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-        """NorMuon (Li et al., 2025): the factors (k, m, 1) that divide each row (output neuron) of the
-        orthogonalized updates (k, m, n) by the root of its mean square's running average and then restore each
-        update's Frobenius norm (found from the rows' mean squares, without a pass over the updates)."""
-        mean_square = ortho.square().mean(dim=-1, keepdim=True)  # (k, m, 1)
-        moments = [self._state_tensor(p, "neuron_second_moment", (p.size(0), 1)) for p in params]
-        torch._foreach_lerp_(moments, list(mean_square.unbind(0)), 1 - NEURON_NORM_BETA)
-        row_scale = torch.stack(moments).sqrt_().add_(1e-8).reciprocal_()  # (k, m, 1)
-        kept = mean_square.sum(dim=1, keepdim=True)  # each update's squared norm / n, and the normed one's:
-        normed = (mean_square * row_scale.square()).sum(dim=1, keepdim=True).clamp_(min=1e-30)
-        return row_scale.mul_((kept / normed).sqrt_())
+    def _stacked_state(
+        self, index: int, params: list[torch.Tensor], neuron_norm: bool, nesterov: bool
+    ) -> _StackedState:
+        """Group `index`'s state as stacks, built again when the state was replaced (load_state_dict, a move to
+        another device), other parameters have gradients or the group's options changed."""
+        key = (tuple(map(id, params)), neuron_norm, nesterov)
+        cached = self._stacked.get(index)
+        if cached is not None and cached[0] == key and cached[1].holds(self.state):
+            return cached[1]
+        stacked = _StackedState(params, self.state, neuron_norm, nesterov)
+        self._stacked[index] = (key, stacked)
+        return stacked
 
-    def _state_tensor(self, p: torch.Tensor, key: str, shape: tuple[int, ...]) -> torch.Tensor:
-        """p's state tensor `key`, zeros of `shape` the first time (not allocated again on every step)."""
-        state = self.state[p]
-        if key not in state:
-            state[key] = torch.zeros(shape, dtype=p.dtype, device=p.device)
-        return state[key]
+
+def _neuron_factors(ortho: torch.Tensor, moments: torch.Tensor) -> torch.Tensor:
+    """NorMuon (Li et al., 2025): the factors (k, m, 1) that divide each row (output neuron) of the
+    orthogonalized updates (k, m, n) by the root of its mean square's running average (`moments`, updated in
+    place) and then restore each update's Frobenius norm (found from the rows' mean squares, without a pass
+    over the updates)."""
+    k, m, n = ortho.shape
+    if m > n:
+        # a tall stack's squares stored (k, n, m) and each row's summed down that layout's columns: the order the
+        # updates' layout before gave, so trained weights stay bit-identical to BENCHMARKS.md's figures (summing
+        # along the rows changes only rounding, yet moved a 2000-step run's val loss by 0.004)
+        squares = torch.mul(ortho, ortho, out=ortho.new_empty((k, n, m)).mT)
+    else:
+        squares = ortho.square()
+    mean_square = squares.mean(dim=-1, keepdim=True)  # (k, m, 1)
+    moments.lerp_(mean_square, 1 - NEURON_NORM_BETA)
+    row_scale = moments.sqrt().add_(1e-8).reciprocal_()  # (k, m, 1)
+    kept = mean_square.sum(dim=1, keepdim=True)  # each update's squared norm / n, and the normed one's:
+    normed = (mean_square * row_scale.square()).sum(dim=1, keepdim=True).clamp_(min=1e-30)
+    return row_scale.mul_((kept / normed).sqrt_())
+
+
+class _StackedState:
+    """A Muon group's matrices by shape, with their momentum buffers (and NorMuon's moments) held as one stack
+    (k, m, n) per shape whose slices are the parameters' state entries, so that no step copies them into the
+    stacks Newton-Schulz runs on. `update`, the stacks it runs on: a scratch stack per shape for the Nesterov
+    update, else the momentum itself."""
+
+    def __init__(self, params: list[torch.Tensor], state: dict, neuron_norm: bool, nesterov: bool) -> None:
+        shapes: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        for p in params:
+            shapes.setdefault(tuple(p.shape), []).append(p)
+        self.by_shape = list(shapes.values())
+        self.params = [p for same in self.by_shape for p in same]
+        self.momentum = [self._stack(same, state, "momentum_buffer", same[0].shape) for same in self.by_shape]
+        self.moments = [
+            self._stack(same, state, "neuron_second_moment", (same[0].size(0), 1)) if neuron_norm else None
+            for same in self.by_shape
+        ]
+        self.update = [torch.empty_like(stack) for stack in self.momentum] if nesterov else self.momentum
+        self.update_views = [view for stack in self.update for view in stack.unbind(0)] if nesterov else []
+        keys = ("momentum_buffer", "neuron_second_moment") if neuron_norm else ("momentum_buffer",)
+        self._entries = {key: [state[p][key] for p in self.params] for key in keys}  # the slices _stack put there
+        self.momentum_views = self._entries["momentum_buffer"]
+
+    @staticmethod
+    def _stack(params: list[torch.Tensor], state: dict, key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """The params' state entries `key` (zeros where there are none yet) copied into one stack, and each entry
+        replaced by its slice of it."""
+        p0 = params[0]
+        saved = [state[p].get(key) for p in params]
+        stack = torch.stack([torch.zeros(shape, dtype=p0.dtype, device=p0.device) if t is None else t for t in saved])
+        for p, view in zip(params, stack.unbind(0), strict=True):
+            state[p][key] = view
+        return stack
+
+    def holds(self, state: dict) -> bool:
+        """Whether the parameters' state entries are still these stacks' slices."""
+        return all(
+            state[p].get(key) is view
+            for key, views in self._entries.items()
+            for p, view in zip(self.params, views, strict=True)
+        )
