@@ -284,9 +284,9 @@ def _neuron_factors(ortho: torch.Tensor, moments: torch.Tensor) -> torch.Tensor:
     over the updates)."""
     k, m, n = ortho.shape
     if m > n:
-        # a tall stack's squares stored (k, n, m) and each row's summed down that layout's columns: the order the
-        # updates' layout before gave, so trained weights stay bit-identical to BENCHMARKS.md's figures (summing
-        # along the rows changes only rounding, yet moved a 2000-step run's val loss by 0.004)
+        # a tall stack's squares stored as (k, n, m), so each row is summed in the order the updates' earlier,
+        # transposed layout gave and trained weights stay bit-identical to BENCHMARKS.md's figures (summing along
+        # contiguous rows changes only rounding, yet moved a 2000-step run's val loss by 0.004)
         squares = torch.mul(ortho, ortho, out=ortho.new_empty((k, n, m)).mT)
     else:
         squares = ortho.square()
