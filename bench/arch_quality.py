@@ -44,8 +44,9 @@ GPT2_ARCH = ["arch=gpt2", "model.tie_embeddings=true"]
 TABLE = {
     "modern preset (all switches, Muon)": (MODERN, []),
     "  - RoPE (learned positions)": (MODERN, ["model.position=learned"]),
+    "  - RoPE base 1000 (10000)": (MODERN, ["model.rope_base=10000"]),
     "  - RMSNorm (LayerNorm)": (MODERN, ["model.norm=layernorm"]),
-    "  - QK-norm": (MODERN, ["model.qk_norm=false"]),
+    "  - QK-norm": (MODERN, ["model.qk_norm=false", "model.q_norm_gain=1.0"]),  # the gain is QK-norm's
     "  - ReLU^2 (GELU)": (MODERN, ["model.mlp=gelu", "model.mlp_hidden=null"]),
     "  - untied head (tied)": (MODERN, ["model.tie_embeddings=true"]),
     "  - zero-init projections": (MODERN, ["model.zero_init_proj=false"]),

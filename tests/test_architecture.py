@@ -3,6 +3,7 @@ parameters are grouped by role, and checkpoints from before the switches still l
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -16,7 +17,7 @@ from fragment_llm.inference.kv_cache import KVCache, forward_cached
 from fragment_llm.model.gpt import GPT, PARAM_ROLES, GPTConfig, smear
 from fragment_llm.training.config_checks import validate_train_config
 from fragment_llm.training.run import _check_resumable
-from tests.conftest import compose_train
+from tests.conftest import REPO_ROOT, compose_train
 from tests.inference_helpers import MODEL, char_tokenizer, save_checkpoint
 from tests.test_inference_engine import run
 
@@ -252,6 +253,20 @@ def test_bad_combinations_fail_at_config_time_naming_the_key(tmp_path, overrides
     with pytest.raises(ConfigError) as e:
         validate_train_config(compose_train(tmp_path, overrides))
     assert str(e.value).startswith(key), str(e.value)
+
+
+def test_every_row_of_the_switch_table_benchmark_is_a_valid_training_config(tmp_path):
+    """bench/arch_quality.py --table trains each row's overrides on its preset: each must pass train.py's checks."""
+    spec = importlib.util.spec_from_file_location("arch_quality", REPO_ROOT / "bench" / "arch_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert len(bench.TABLE) > 10
+    for name, (preset, overrides) in bench.TABLE.items():
+        cfg = compose_train(tmp_path, [f"experiment={preset}", "data.path=/x/input.txt", *overrides])
+        try:
+            validate_train_config(cfg)
+        except ConfigError as e:
+            raise AssertionError(f"table row {name.strip()!r}: {e}") from None
 
 
 @pytest.mark.parametrize(
