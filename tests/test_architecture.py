@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -255,8 +256,9 @@ def test_bad_combinations_fail_at_config_time_naming_the_key(tmp_path, overrides
     assert str(e.value).startswith(key), str(e.value)
 
 
-def test_every_row_of_the_switch_table_benchmark_is_a_valid_training_config(tmp_path):
+def test_every_row_of_the_switch_table_benchmark_is_a_valid_training_config(tmp_path, monkeypatch):
     """bench/arch_quality.py --table trains each row's overrides on its preset: each must pass train.py's checks."""
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts bench/ on it; undone after the test
     spec = importlib.util.spec_from_file_location("arch_quality", REPO_ROOT / "bench" / "arch_quality.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
