@@ -68,14 +68,15 @@ def orthogonalize_stacks(
     for i, x in enumerate(wide):
         by_size.setdefault(x.size(1), []).append(i)
     for m, members in by_size.items():
-        members.sort(key=lambda i: wide[i].size(2) < 2 * m)  # the Gram-space ones (n >= 2m) first
+        gram_space = {i: wide[i].size(2) >= 2 * m for i in members}  # n >= 2m: cheaper in the m x m Gram space
+        members.sort(key=lambda i: not gram_space[i])  # those first
         sizes = [wide[i].size(0) for i in members]
         grams = torch.empty(sum(sizes), m, m, dtype=torch.float32, device=stacks[0].device)
         for i, gram in zip(members, grams.split(sizes), strict=True):
             torch.bmm(wide[i], wide[i].mT, out=gram)
         scale = unit_ball_scale(grams, precondition, eps)  # x * scale has spectral norm <= 1
         grams.mul_(scale).mul_(scale.mT)  # the Gram matrices of x * scale
-        in_gram_space = sum(k for i, k in zip(members, sizes, strict=True) if wide[i].size(2) >= 2 * m)
+        in_gram_space = sum(k for i, k in zip(members, sizes, strict=True) if gram_space[i])
         if in_gram_space:  # q (x * scale), the scale folded into q's columns
             q = gram_space_polynomial(grams[:in_gram_space], steps).mul_(scale[:in_gram_space].mT)
         start = 0
